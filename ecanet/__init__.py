@@ -1,0 +1,36 @@
+"""ecanet: ECA-Net (Wang et al., CVPR 2020) for PyTorch - attention layers, the paper's backbones,
+weights interop and complexity."""
+
+from .attach import AttachReport, attach_eca
+from .complexity import complexity
+from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
+from .models import create_model, list_models
+from .weights import (
+    CheckpointError,
+    LoadReport,
+    init_from_torchvision,
+    load_checkpoint,
+    read_weights,
+    save_weights,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CBAM",
+    "ECA",
+    "SE",
+    "AttachReport",
+    "CheckpointError",
+    "LoadReport",
+    "attach_eca",
+    "complexity",
+    "create_attention",
+    "create_model",
+    "eca_kernel_size",
+    "init_from_torchvision",
+    "list_models",
+    "load_checkpoint",
+    "read_weights",
+    "save_weights",
+]

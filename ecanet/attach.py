@@ -1,0 +1,141 @@
+"""Put ECA into CNNs users already have, at the paper's position: on the residual branch after its last
+BatchNorm, before the addition (ResNet-like blocks), or after the projection BatchNorm (inverted residuals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from torch import Tensor, nn
+from torchvision.models import mobilenetv2 as tv_mnv2
+from torchvision.models import mobilenetv3 as tv_mnv3
+from torchvision.models import resnet as tv_resnet
+
+from .layers import ECA, is_attention
+from .models.resnet import AttentionBlock
+
+try:  # timm is optional; its ResNet blocks take attention through their ``se`` slot
+    from timm.models import resnet as timm_resnet
+
+    _TIMM_BLOCKS: tuple[type, ...] = (timm_resnet.BasicBlock, timm_resnet.Bottleneck)
+except ImportError:  # pragma: no cover - depends on the environment
+    _TIMM_BLOCKS = ()
+
+
+class Site(NamedTuple):
+    block: str
+    channels: int
+    kernel_size: int
+    params: int
+
+
+@dataclass
+class AttachReport:
+    """Where ECA went: one Site per insertion."""
+
+    sites: list[Site] = field(default_factory=list)
+
+    @property
+    def params(self) -> int:
+        return sum(s.params for s in self.sites)
+
+    def __str__(self) -> str:
+        rows = [f"{s.block}: C={s.channels}, k={s.kernel_size}" for s in self.sites]
+        return "\n".join(rows + [f"{len(self.sites)} ECA layers, {self.params} parameters"])
+
+
+class _AttentionHook:
+    """Forward hook that applies attention to the output of a block's last BatchNorm.
+
+    torchvision's blocks have a fixed forward; a hook on their last BN puts ECA exactly where the paper
+    does without renaming any existing parameter (the ECA weights appear as ``<block>.eca.conv.weight``).
+    """
+
+    def __init__(self, attention: nn.Module) -> None:
+        self.attention = attention
+
+    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        return self.attention(output)
+
+
+def _last_bn(block: nn.Module) -> nn.BatchNorm2d:
+    return block.bn3 if hasattr(block, "bn3") else block.bn2
+
+
+def _site(block: nn.Module) -> tuple[str, nn.Module] | None:
+    """(how to insert, where) for a supported block, or None."""
+    if isinstance(block, AttentionBlock):
+        return "ecanet", _last_bn(block)
+    if isinstance(block, _TIMM_BLOCKS):
+        return "timm", _last_bn(block)
+    if isinstance(block, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)):
+        return "hook", _last_bn(block)
+    if isinstance(block, tv_mnv2.InvertedResidual):
+        return "append", block.conv
+    if isinstance(block, tv_mnv3.InvertedResidual):
+        return "append", block.block
+    return None
+
+
+def _channels(target: nn.Module) -> int:
+    if isinstance(target, nn.Sequential):  # inverted residual: ends in BN or Conv2dNormActivation(conv, bn)
+        target = target[-1] if isinstance(target[-1], nn.BatchNorm2d) else target[-1][1]
+    return target.num_features
+
+
+def _has_attention(kind: str, block: nn.Module, target: nn.Module) -> bool:
+    if kind == "ecanet":
+        return block.attn_name is not None
+    if kind == "timm":
+        return block.se is not None
+    if kind == "append":
+        return is_attention(target[-1])
+    return hasattr(block, "eca")
+
+
+def attach_eca(
+    model: nn.Module,
+    kernel_size: int | None = None,
+    gamma: float = 2,
+    beta: float = 1,
+    padding: str = "zeros",
+    shared: bool = True,
+) -> AttachReport:
+    """Insert ECA in place into every supported block of ``model`` and report where it went.
+
+    Supported: torchvision ResNet/ResNeXt/Wide-ResNet blocks, torchvision MobileNetV2/V3 inverted residuals,
+    timm ResNet blocks and this package's blocks. ``kernel_size=None`` picks the adaptive size per block.
+    Existing weights are untouched. Raises ValueError when no block is supported or a block already has
+    attention.
+    """
+    report = AttachReport()
+    for name, block in list(model.named_modules()):
+        found = _site(block)
+        if found is None:
+            continue
+        kind, target = found
+        if _has_attention(kind, block, target):
+            raise ValueError(f"attach_eca: block {name!r} ({type(block).__name__}) already has attention")
+        channels = _channels(target)
+        eca = ECA(channels, kernel_size, gamma, beta, padding=padding, shared=shared)
+        ref = next(block.parameters(), None)
+        if ref is not None:
+            eca = eca.to(device=ref.device, dtype=ref.dtype)
+        if kind == "ecanet":
+            block.attn_name = "eca"
+            block.eca = eca
+        elif kind == "timm":
+            block.se = eca
+        elif kind == "append":
+            target.append(eca)
+        else:
+            block.eca = eca
+            target.register_forward_hook(_AttentionHook(eca))
+        report.sites.append(Site(name, channels, eca.kernel_size, sum(p.numel() for p in eca.parameters())))
+    if not report.sites:
+        raise ValueError(
+            f"attach_eca: {type(model).__name__} has no supported block (ResNet Basic/Bottleneck blocks of "
+            "torchvision, timm or ecanet; MobileNetV2/V3 inverted residuals)"
+        )
+    return report

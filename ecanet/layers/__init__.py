@@ -1,0 +1,18 @@
+"""Attention layers: ECA and its variants, with SE and CBAM as baselines."""
+
+from .cbam import CBAM
+from .eca import ECA, eca_kernel_size
+from .factory import ATTENTIONS, ECA_ATTENTIONS, attention_attribute, create_attention, is_attention
+from .se import SE
+
+__all__ = [
+    "ATTENTIONS",
+    "CBAM",
+    "ECA",
+    "ECA_ATTENTIONS",
+    "SE",
+    "attention_attribute",
+    "create_attention",
+    "eca_kernel_size",
+    "is_attention",
+]

@@ -1,0 +1,47 @@
+"""Convolutional Block Attention Module (CBAM), Woo et al., ECCV 2018: a baseline of the paper's tables.
+
+Channel attention (a shared MLP with reduction r over average- and max-pooled descriptors), then spatial
+attention (a 7x7 convolution over the channel-wise mean and max maps, followed by BatchNorm).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .eca import broadcast_channels
+
+
+class CBAM(nn.Module):
+    """CBAM for 2-D feature maps, reduction 16 and a 7x7 spatial kernel by default."""
+
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
+        super().__init__()
+        self.channels = channels
+        hidden = max(channels // reduction, 1)
+        self.channel_mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+        self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
+        self.spatial_bn = nn.BatchNorm2d(1)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The per-channel weights of the channel-attention half, shape (N, C)."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"CBAM: expected an (N, {self.channels}, H, W) input, got shape {tuple(x.shape)}"
+            )
+        avg = self.channel_mlp(x.mean((2, 3)))
+        mx = self.channel_mlp(x.amax((2, 3)))
+        return (avg + mx).sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * broadcast_channels(self.attention(x), x)
+        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)  # (N, 2, H, W)
+        return x * self.spatial_bn(self.spatial_conv(maps)).sigmoid()
+
+    def extra_ops(self, shape: tuple[int, ...]) -> int:
+        """Per sample: two poolings and one gating on each of the channel and spatial halves."""
+        return 6 * shape[1] * math.prod(shape[2:])

@@ -1,0 +1,17 @@
+"""The paper's backbones: ResNet-18/34/50/101/152, CIFAR ResNets and MobileNetV2, with any attention."""
+
+from .mobilenetv2 import MobileNetV2
+from .registry import ARCHS, create_model, list_models, parse_model_name, stage_kernel_sizes
+from .resnet import BasicBlock, Bottleneck, ResNet
+
+__all__ = [
+    "ARCHS",
+    "BasicBlock",
+    "Bottleneck",
+    "MobileNetV2",
+    "ResNet",
+    "create_model",
+    "list_models",
+    "parse_model_name",
+    "stage_kernel_sizes",
+]

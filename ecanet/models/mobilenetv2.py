@@ -1,0 +1,93 @@
+"""MobileNetV2 with channel attention after the projection BatchNorm of every inverted residual
+(ECA-Net, Section 4.1.1), built on torchvision's MobileNetV2 so names and weights match it.
+
+The attention module is appended to each block's ``conv`` Sequential, as in the ECA authors' code, so
+their released weights (``features.N.conv.4.conv.weight``) and torchvision's load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+from torchvision.models import mobilenetv2 as tv
+
+from ..layers import create_attention
+
+# t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
+SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+
+
+class InvertedResidual(tv.InvertedResidual):
+    def __init__(
+        self,
+        inp: int,
+        oup: int,
+        stride: int,
+        expand_ratio: int,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        attn: str | None = None,
+        kernel_size: int | None = None,
+    ) -> None:
+        super().__init__(inp, oup, stride, expand_ratio, norm_layer)
+        if attn is not None:
+            self.conv.append(create_attention(attn, oup, kernel_size))
+
+
+class MobileNetV2(tv.MobileNetV2):
+    """torchvision's MobileNetV2 with ``attn`` in every block and the authors' classifier dropout (0.25).
+
+    ``kernel_sizes`` gives the ECA k for each of the 7 stages (rows of the inverted-residual setting);
+    None entries choose the adaptive size from the block's output channels.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        attn: str | None = None,
+        kernel_sizes: Sequence[int | None] | None = None,
+        width_mult: float = 1.0,
+        dropout: float = 0.25,
+    ) -> None:
+        kernel_sizes = list(kernel_sizes) if kernel_sizes is not None else [None] * len(SETTING)
+        if len(kernel_sizes) != len(SETTING):
+            raise ValueError(f"MobileNetV2: {len(SETTING)} stages but {len(kernel_sizes)} kernel sizes")
+        # torchvision calls the block factory once per block, in order.
+        per_block = iter([k for (_, _, n, _), k in zip(SETTING, kernel_sizes, strict=True) for _ in range(n)])
+
+        def block(inp: int, oup: int, stride: int, expand_ratio: int, norm_layer=None) -> InvertedResidual:
+            return InvertedResidual(inp, oup, stride, expand_ratio, norm_layer, attn, next(per_block))
+
+        super().__init__(num_classes, width_mult, SETTING, block=block, dropout=dropout)
+        starts = [1]
+        for _, _, n, _ in SETTING:
+            starts.append(starts[-1] + n)
+        self._stage_starts = starts[:-1]
+        # Ends of the stride-4/8/16/32 stages (after the blocks of 24, 32, 96 and 320 channels, then the
+        # final 1x1 conv), the maps an FPN would use.
+        self._stage_ends = [starts[2] - 1, starts[3] - 1, starts[5] - 1, len(self.features) - 1]
+        self.feature_channels = [self.features[i].out_channels for i in self._stage_ends[:-1]]
+        self.feature_channels.append(self.last_channel)
+        self.num_features = self.last_channel
+
+    def stage_prefixes(self) -> list[str]:
+        """Module name of the first block of every stage."""
+        return [f"features.{i}" for i in self._stage_starts]
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """Feature maps at strides 4, 8, 16 and 32."""
+        outs = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self._stage_ends:
+                outs.append(x)
+        return outs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))

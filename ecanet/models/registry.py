@@ -1,0 +1,139 @@
+"""The model zoo: every backbone of the paper by name, with the released per-stage ECA kernel sizes.
+
+Names are ``{attention}_{arch}`` (``eca_resnet50``, ``se_mobilenet_v2``) or the bare arch without
+attention (``resnet50``). Attention: eca, ceca (circular), eca_ns (non-shared), se, cbam.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from ..layers import ATTENTIONS, ECA_ATTENTIONS
+from .mobilenetv2 import SETTING, MobileNetV2
+from .resnet import BasicBlock, Bottleneck, ResNet
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A backbone architecture without attention."""
+
+    build: Callable[..., nn.Module]  # build(num_classes=, attn=, kernel_sizes=, **kwargs)
+    released_k: tuple[int, ...]  # ECA kernel size per stage of the authors' released ImageNet models
+    num_classes: int  # default head size
+    dataset: str  # "imagenet" or "cifar"
+
+
+def _imagenet_resnet(block: type, layers: Sequence[int]) -> Callable[..., nn.Module]:
+    return partial(ResNet, block, layers)
+
+
+def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:
+    n = (depth - 2) // 6
+    return partial(ResNet, BasicBlock, [n, n, n], widths=(16, 32, 64), stem="cifar")
+
+
+# Released kernel sizes: the authors' ImageNet files (e.g. eca_resnet50_k3557) fix k per stage. They
+# differ from the adaptive rule (which gives 5,5,5,7 for ResNet-50's 256..2048 channels); see README.
+# MobileNetV2: k = 1 where the block outputs fewer than 96 channels, else 3 (authors' code).
+ARCHS: dict[str, Arch] = {
+    "resnet18": Arch(_imagenet_resnet(BasicBlock, [2, 2, 2, 2]), (3, 5, 7, 7), 1000, "imagenet"),
+    "resnet34": Arch(_imagenet_resnet(BasicBlock, [3, 4, 6, 3]), (3, 3, 5, 7), 1000, "imagenet"),
+    "resnet50": Arch(_imagenet_resnet(Bottleneck, [3, 4, 6, 3]), (3, 5, 5, 7), 1000, "imagenet"),
+    "resnet101": Arch(_imagenet_resnet(Bottleneck, [3, 4, 23, 3]), (3, 3, 5, 7), 1000, "imagenet"),
+    "resnet152": Arch(_imagenet_resnet(Bottleneck, [3, 8, 36, 3]), (3, 3, 5, 7), 1000, "imagenet"),
+    "mobilenet_v2": Arch(MobileNetV2, tuple(1 if c < 96 else 3 for _, c, _, _ in SETTING), 1000, "imagenet"),
+}
+# CIFAR ResNets (He et al. Section 4.2) have no released ECA weights; their "released" k is the adaptive one
+# for 16/32/64 channels (3 everywhere).
+for _depth in (20, 32, 44, 56, 110):
+    ARCHS[f"resnet{_depth}"] = Arch(_cifar_resnet(_depth), (3, 3, 3), 10, "cifar")
+
+
+def _split(name: str) -> tuple[str | None, str]:
+    for attn in sorted(ATTENTIONS, key=len, reverse=True):
+        if name.startswith(attn + "_") and name[len(attn) + 1 :] in ARCHS:
+            return attn, name[len(attn) + 1 :]
+    if name in ARCHS:
+        return None, name
+    return None, ""
+
+
+def _all_names() -> list[str]:
+    """Grouped by architecture, plain model first, then the attentions in factory order."""
+    return [arch if a is None else f"{a}_{arch}" for arch in ARCHS for a in (None, *ATTENTIONS)]
+
+
+def list_models(pattern: str = "*", dataset: str | None = None) -> list[str]:
+    """Names of the zoo's models matching a shell-style ``pattern``; ``dataset`` "imagenet" or "cifar"."""
+    return [
+        n for n in _all_names()
+        if fnmatch.fnmatch(n, pattern) and (dataset is None or ARCHS[_split(n)[1]].dataset == dataset)
+    ]
+
+
+def parse_model_name(name: str) -> tuple[str | None, str]:
+    """Split a zoo name into (attention or None, arch); unknown names get a ValueError with suggestions."""
+    attn, arch = _split(name)
+    if not arch:
+        close = difflib.get_close_matches(name, _all_names(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `ecanet info` or ecanet.list_models()"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return attn, arch
+
+
+def resolve_kernel_sizes(name: str, eca_k: str | Sequence[int] = "released") -> list[int | None] | None:
+    """Per-stage ECA kernel sizes for ``name``: "released", "adaptive" (None per stage) or explicit ints."""
+    attn, arch = parse_model_name(name)
+    spec = ARCHS[arch]
+    if attn not in ECA_ATTENTIONS:
+        if eca_k != "released":
+            raise ValueError(f"eca_k={eca_k!r} was given, but {name} has no ECA attention")
+        return None
+    if eca_k == "released":
+        return list(spec.released_k)
+    if eca_k == "adaptive":
+        return [None] * len(spec.released_k)
+    if isinstance(eca_k, str):
+        raise ValueError(f"eca_k must be 'released', 'adaptive' or {len(spec.released_k)} ints, got {eca_k!r}")
+    ks = [int(k) for k in eca_k]
+    if len(ks) != len(spec.released_k) or any(k < 1 or k % 2 == 0 for k in ks):
+        raise ValueError(f"eca_k for {name} must be {len(spec.released_k)} positive odd ints (one per stage), got {list(eca_k)}")
+    return ks
+
+
+def create_model(
+    name: str, num_classes: int | None = None, eca_k: str | Sequence[int] = "released", **kwargs
+) -> nn.Module:
+    """Build zoo model ``name``.
+
+    Args:
+        num_classes: head size; None gives 1000 for ImageNet models and 10 for CIFAR ones.
+        eca_k: ECA kernel size per stage: "released" (the authors' ImageNet models, default),
+            "adaptive" (the paper's Eq. 9 per block from its channel count) or a list with one int per stage.
+        kwargs: passed to the architecture (e.g. ``zero_init_residual`` for ResNets, ``width_mult``).
+    """
+    attn, arch = parse_model_name(name)
+    spec = ARCHS[arch]
+    num_classes = spec.num_classes if num_classes is None else num_classes
+    model = spec.build(num_classes=num_classes, attn=attn, kernel_sizes=resolve_kernel_sizes(name, eca_k), **kwargs)
+    model.config = {"model": name, "num_classes": num_classes, "eca_k": stage_kernel_sizes(model)}
+    return model
+
+
+def stage_kernel_sizes(model: nn.Module) -> list[int] | None:
+    """The ECA kernel size of the first block of every stage of a zoo model, or None without ECA."""
+    from ..layers import ECA
+
+    sizes = []
+    for prefix in model.stage_prefixes():
+        ecas = [m for n, m in model.named_modules() if n.startswith(prefix + ".") and isinstance(m, ECA)]
+        if not ecas:
+            return None
+        sizes.append(ecas[0].kernel_size)
+    return sizes

@@ -1,0 +1,294 @@
+"""Loading and saving weights: the authors' released files, this project's checkpoints, safetensors and
+torchvision's ImageNet weights, always without unpickling arbitrary objects (``weights_only`` loading).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from .layers import ECA, ECA_ATTENTIONS, is_attention
+from .models import ARCHS, create_model, parse_model_name
+
+log = logging.getLogger("ecanet")
+
+PathLike = str | os.PathLike
+_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used: unreadable, unsafe, or for another architecture."""
+
+
+@dataclass
+class LoadReport:
+    """What loading a state dict into a model did."""
+
+    copied: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the file: left as initialised
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model: ignored
+    new_attention: list[str] = field(default_factory=list)  # missing keys that belong to attention modules
+    new_head: list[str] = field(default_factory=list)  # classifier keys left fresh (other num_classes)
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
+
+
+def _torch_load(path: Path, map_location: str | torch.device) -> object:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(
+            f"{path}: refused to load: it holds Python objects other than tensors and plain containers, "
+            f"which weights-only loading does not unpickle ({reason or 'unsafe pickle'})"
+        ) from None
+    except (RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(e).splitlines()[0][:120]})") from None
+    except Exception as e:  # the unpickler raises KeyError/ValueError/... on files that are not pickles
+        raise CheckpointError(
+            f"{path}: not a PyTorch or safetensors checkpoint ({type(e).__name__}: {str(e)[:80]})"
+        ) from None
+
+
+def _strip(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+def read_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict]:
+    """Read a weights file into (state_dict, metadata) without building a model.
+
+    Accepts safetensors, a plain state dict, the authors' ``{"state_dict": ..., "arch": ...}`` files and this
+    project's training checkpoints ``{"model": ..., "meta": ...}``. Wrapper prefixes (``module.``,
+    ``_orig_mod.``) are removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, expected a checkpoint")
+    if _is_safetensors(path):
+        try:
+            state = load_file(path, device=str(map_location))
+            with safe_open(path, framework="pt") as f:
+                raw = f.metadata() or {}
+        except SafetensorError as e:
+            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e})") from None
+        meta = {k.removeprefix("ecanet."): json.loads(v) for k, v in raw.items() if k.startswith("ecanet.")}
+        return _strip(state), meta
+    obj = _torch_load(path, map_location)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        state, meta = obj["state_dict"], {"arch": obj["arch"]} if isinstance(obj.get("arch"), str) else {}
+    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        state, meta = obj["model"], dict(obj.get("meta") or {})
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        found = f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(
+            f"{path}: no weights found: expected a state dict or a dict with 'state_dict' or 'model', found {found}"
+        )
+    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state dict entry {bad[0]!r} is not a tensor")
+    return _strip(state), meta
+
+
+_RESNET_DEPTHS = {
+    ("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34, ("bottleneck", (3, 4, 6, 3)): 50,
+    ("bottleneck", (3, 4, 23, 3)): 101, ("bottleneck", (3, 8, 36, 3)): 152,
+}
+
+
+def infer_model_name(state: Mapping[str, Tensor], arch_hint: str | None = None) -> str:
+    """Name the zoo model a state dict belongs to, from its keys and shapes.
+
+    ECA weights are the only 3-D tensors of these networks: (1, 1, k) for ECA, (C, 1, k) for ECA-NS.
+    Circular ECA has the same weights as ECA and is recognised only through ``arch_hint`` (e.g. "ceca_...").
+    """
+    keys = set(state)
+    if "layer1.0.conv1.weight" in keys and "fc.weight" in keys:
+        blocks = []
+        stage = 1
+        while f"layer{stage}.0.conv1.weight" in keys:
+            blocks.append(1 + max(int(m.group(1)) for k in keys if (m := re.match(rf"layer{stage}\.(\d+)\.", k))))
+            stage += 1
+        kind = "bottleneck" if "layer1.0.conv3.weight" in keys else "basic"
+        if len(blocks) == 3 and kind == "basic" and len(set(blocks)) == 1:
+            arch = f"resnet{6 * blocks[0] + 2}"
+        else:
+            arch = f"resnet{_RESNET_DEPTHS.get((kind, tuple(blocks)), '?')}"
+    elif "features.0.0.weight" in keys and "classifier.1.weight" in keys:
+        arch = "mobilenet_v2"
+    else:
+        arch = "?"
+    if arch not in ARCHS:
+        raise CheckpointError(f"weights of an architecture outside the zoo (keys such as {sorted(keys)[:3]})")
+    eca = [v for v in state.values() if v.ndim == 3]
+    if eca:
+        attn = "eca_ns" if eca[0].shape[0] > 1 else "eca"
+        if attn == "eca" and arch_hint and arch_hint.startswith("ceca"):
+            attn = "ceca"
+    elif any(k.endswith("fc1.weight") for k in keys):
+        attn = "se"
+    elif any("spatial_conv" in k for k in keys):
+        attn = "cbam"
+    else:
+        return arch
+    return f"{attn}_{arch}"
+
+
+def _num_classes(state: Mapping[str, Tensor]) -> int:
+    head = state.get("fc.weight", state.get("classifier.1.weight"))
+    return int(head.shape[0])
+
+
+def _kernel_sizes(name: str, state: Mapping[str, Tensor]) -> list[int] | None:
+    """ECA kernel size per stage, read off the weight shapes of the first block of every stage."""
+    if parse_model_name(name)[0] not in ECA_ATTENTIONS:
+        return None
+    with torch.device("meta"):
+        skeleton = create_model(name, eca_k="adaptive")
+    sizes = []
+    for prefix in skeleton.stage_prefixes():
+        key = next(n for n, m in skeleton.named_modules() if n.startswith(prefix + ".") and isinstance(m, ECA))
+        sizes.append(int(state[key + ".conv.weight"].shape[-1]))
+    return sizes
+
+
+def _check_shapes(model: nn.Module, state: Mapping[str, Tensor], source: str, skip: set[str] = frozenset()) -> None:
+    own = model.state_dict()
+    common = [k for k in state if k in own]
+    if not common:
+        raise CheckpointError(
+            f"{source}: checkpoint is for another architecture: none of its {len(state)} tensors "
+            f"(e.g. {next(iter(state), '-')!r}) match the model's names (e.g. {next(iter(own), '-')!r})"
+        )
+    for k in common:
+        if k not in skip and state[k].shape != own[k].shape:
+            raise CheckpointError(
+                f"{source}: checkpoint is for another architecture: {k!r} has shape {tuple(state[k].shape)} "
+                f"in the file but {tuple(own[k].shape)} in the model"
+            )
+
+
+def _attention_keys(model: nn.Module) -> set[str]:
+    prefixes = [n + "." for n, m in model.named_modules() if is_attention(m)]
+    return {k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)}
+
+
+def _head_keys(model: nn.Module) -> set[str]:
+    return {k for k in model.state_dict() if k.split(".")[0] in ("fc", "classifier")}
+
+
+def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str = "state dict") -> LoadReport:
+    """Copy ``state`` into ``model`` where names and shapes agree, and report what was left out.
+
+    Raises CheckpointError when a tensor's shape differs (another architecture), except in the classifier
+    head, which is left fresh (fine-tuning to another number of classes) and listed in ``new_head``.
+    """
+    own = model.state_dict()
+    head = _head_keys(model)
+    _check_shapes(model, state, source, skip=head)
+    fresh_head = sorted(k for k in head if k in state and state[k].shape != own[k].shape)
+    usable = {k: v for k, v in state.items() if k in own and k not in fresh_head}
+    result = model.load_state_dict(usable, strict=False)
+    attn = _attention_keys(model)
+    missing = sorted(set(result.missing_keys) | set(fresh_head))
+    return LoadReport(
+        copied=sorted(usable),
+        missing=missing,
+        unexpected=sorted(k for k in state if k not in own),
+        new_attention=[k for k in missing if k in attn],
+        new_head=sorted(set(fresh_head) | {k for k in missing if k in head}),
+    )
+
+
+def load_checkpoint(
+    path: PathLike, model: nn.Module | None = None, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load weights from ``path`` and return the model.
+
+    Without ``model``, the right zoo model is built from the file: its metadata (this project's files), or
+    its keys and weight shapes (the authors' ``*.pth.tar``, torchvision state dicts), including the ECA
+    kernel size of every stage, and the file must match it exactly. With ``model``, weights are copied
+    where names and shapes agree; missing and unexpected keys are logged.
+    """
+    state, meta = read_weights(path, map_location)
+    source = str(path)
+    if model is None:
+        if "model" in meta:
+            name, num_classes, eca_k = meta["model"], meta.get("num_classes"), meta.get("eca_k") or "released"
+        else:
+            try:
+                name = infer_model_name(state, meta.get("arch"))
+            except CheckpointError as e:
+                raise CheckpointError(f"{source}: {e}; pass model= to load it into your own network") from None
+            num_classes, eca_k = _num_classes(state), _kernel_sizes(name, state) or "released"
+        model = create_model(name, num_classes=num_classes, eca_k=eca_k)
+        _check_shapes(model, state, source)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source}: does not match {name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        return model.to(map_location)
+    report = load_state(model, state, source)
+    if report.missing or report.unexpected:
+        log.warning(
+            "%s: loaded %d tensors; %d missing (%s), %d unexpected (%s)", source, len(report.copied),
+            len(report.missing), ", ".join(report.missing[:5]), len(report.unexpected), ", ".join(report.unexpected[:5]),
+        )
+    return model
+
+
+def init_from_torchvision(model: nn.Module, weights: PathLike | Mapping[str, Tensor]) -> LoadReport:
+    """Initialise an attention model from a plain torchvision ResNet/MobileNetV2 state dict (or file).
+
+    Every backbone tensor must be present with its shape and is copied; only attention parameters (and the
+    head, if its class count differs) stay freshly initialised. The report names those new keys.
+    """
+    state, source = (read_weights(weights)[0], str(weights)) if isinstance(weights, (str, os.PathLike)) else (
+        _strip(weights), "state dict")
+    report = load_state(model, state, source)
+    backbone_missing = [k for k in report.missing if k not in report.new_attention and k not in report.new_head]
+    if backbone_missing:
+        raise CheckpointError(
+            f"{source}: not weights of this backbone: {len(backbone_missing)} backbone tensors missing, "
+            f"e.g. {backbone_missing[0]!r}"
+        )
+    return report
+
+
+def save_weights(model: nn.Module, path: PathLike) -> Path:
+    """Write the model's state dict as safetensors, with model name, num_classes and ECA kernel sizes in
+    the metadata so that ``load_checkpoint(path)`` rebuilds it alone. The write is atomic."""
+    path = Path(path)
+    config = dict(getattr(model, "config", {}) or {})
+    meta = {"format": "pt"} | {f"ecanet.{k}": json.dumps(v) for k, v in config.items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in _strip(model.state_dict()).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, tmp, metadata=meta)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,157 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ecanet import CBAM, ECA, SE, create_attention, eca_kernel_size
+
+
+def paper_kernel_size(c: int, gamma: float = 2, b: float = 1) -> int:
+    # psi(C) = |log2(C)/gamma + b/gamma|_odd, written from the paper's Eq. 9
+    t = int(abs(math.log(c, 2) / gamma + b / gamma))
+    return t if t % 2 == 1 else t + 1
+
+
+def test_kernel_size_rule_matches_formula_for_16_to_4096_channels():
+    for c in range(16, 4097):
+        assert eca_kernel_size(c) == paper_kernel_size(c), c
+
+
+def test_kernel_size_known_values_and_no_clamp():
+    assert [eca_kernel_size(c) for c in (64, 128, 256, 512, 1024, 2048)] == [3, 5, 5, 5, 5, 7]
+    assert eca_kernel_size(4) == 1  # the paper's rule has no minimum of 3
+    assert eca_kernel_size(64, gamma=1, beta=0) == 7
+
+
+def naive_eca(x, weight, circular=False, shared=True):
+    """Per-channel loop: y_c = sigma(sum_j w_j * mean(x_{c+j-p})) scales channel c."""
+    n, c = x.shape[:2]
+    pooled = x.mean(dim=tuple(range(2, x.ndim)))
+    k = weight.shape[-1]
+    p = (k - 1) // 2
+    out = torch.empty(n, c, dtype=x.dtype)
+    for ch in range(c):
+        w = weight[0, 0] if shared else weight[ch, 0]
+        acc = torch.zeros(n, dtype=x.dtype)
+        for j in range(k):
+            src = ch + j - p
+            if circular:
+                src %= c
+            elif not 0 <= src < c:
+                continue
+            acc = acc + w[j] * pooled[:, src]
+        out[:, ch] = torch.sigmoid(acc)
+    return x * out.view(n, c, *([1] * (x.ndim - 2)))
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_eca_matches_naive_loop(padding, shared):
+    torch.manual_seed(0)
+    eca = ECA(12, kernel_size=5, padding=padding, shared=shared).double()
+    torch.nn.init.normal_(eca.conv.weight)
+    x = torch.randn(3, 12, 4, 5, dtype=torch.float64)
+    expected = naive_eca(x, eca.conv.weight.detach(), circular=padding == "circular", shared=shared)
+    torch.testing.assert_close(eca(x), expected)
+
+
+def test_circular_differs_from_zero_padding_only_at_the_ends():
+    torch.manual_seed(0)
+    zeros, circ = ECA(16, 3), ECA(16, 3, padding="circular")
+    circ.load_state_dict(zeros.state_dict())
+    x = torch.randn(2, 16, 3, 3)
+    a, b = zeros.attention(x), circ.attention(x)
+    torch.testing.assert_close(a[:, 1:-1], b[:, 1:-1])
+    assert not torch.allclose(a[:, [0, -1]], b[:, [0, -1]])
+
+
+def test_eca_ns_has_one_kernel_per_channel():
+    eca = ECA(32, 3, shared=False)
+    assert eca.conv.weight.shape == (32, 1, 3)
+    assert ECA(32, 3).conv.weight.shape == (1, 1, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 7), (2, 8, 5, 6), (2, 8, 3, 4, 5)])
+def test_eca_shapes_and_gradient(shape):
+    eca = ECA(8, 3).double()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert eca(x).shape == x.shape
+    assert torch.autograd.gradcheck(eca, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_eca_low_precision_matches_fp32(dtype):
+    torch.manual_seed(0)
+    eca = ECA(64)
+    x = torch.randn(2, 64, 6, 6)
+    expected = eca(x)
+    got = eca.to(dtype)(x.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+
+
+def test_eca_channels_last_keeps_layout_and_values():
+    torch.manual_seed(0)
+    eca = ECA(32)
+    x = torch.randn(2, 32, 5, 5)
+    y = eca(x.to(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, eca(x))
+
+
+def test_eca_gate_in_unit_interval_and_no_bias():
+    eca = ECA(64)
+    assert eca.conv.bias is None
+    w = eca.attention(torch.randn(4, 64, 3, 3))
+    assert w.shape == (4, 64) and (w > 0).all() and (w < 1).all()
+
+
+def test_hard_sigmoid_gate():
+    eca = ECA(16, 3, gate="hard_sigmoid")
+    x = torch.randn(2, 16, 4, 4)
+    pooled = eca.conv(x.mean((2, 3)).unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(eca.attention(x), F.hardsigmoid(pooled))
+
+
+def test_wrong_channel_count_names_both_numbers():
+    with pytest.raises(ValueError, match="input has 16 channels.*built for 32"):
+        ECA(32)(torch.randn(1, 16, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "give channels"),
+        ({"channels": 8, "kernel_size": 4}, "positive odd"),
+        ({"channels": 8, "padding": "reflect"}, "padding must be"),
+        ({"kernel_size": 3, "shared": False}, "needs channels"),
+        ({"channels": 8, "gate": "tanh"}, "gate must be"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ECA(**kwargs)
+
+
+def test_se_and_cbam_follow_their_papers():
+    se = SE(64)
+    assert (se.fc1.in_features, se.fc1.out_features) == (64, 4)  # reduction 16
+    cbam = CBAM(64)
+    assert cbam.spatial_conv.kernel_size == (7, 7)
+    x = torch.randn(2, 64, 6, 6)
+    pooled = x.mean((2, 3))
+    expected = x * torch.sigmoid(se.fc2(torch.relu(se.fc1(pooled))))[:, :, None, None]
+    torch.testing.assert_close(se(x), expected)
+    assert cbam(x).shape == x.shape
+
+
+def test_factory_by_name():
+    assert create_attention(None, 64) is None
+    assert isinstance(create_attention("eca", 64), ECA)
+    assert create_attention("ceca", 64).padding == "circular"
+    assert not create_attention("eca_ns", 64).shared
+    assert isinstance(create_attention("se", 64), SE)
+    assert create_attention("eca", 64, 7).kernel_size == 7
+    with pytest.raises(ValueError, match="unknown attention 'foo'"):
+        create_attention("foo", 64)
