@@ -115,8 +115,11 @@ def read_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
 
 
 _RESNET_DEPTHS = {
-    ("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34, ("bottleneck", (3, 4, 6, 3)): 50,
-    ("bottleneck", (3, 4, 23, 3)): 101, ("bottleneck", (3, 8, 36, 3)): 152,
+    ("basic", (2, 2, 2, 2)): 18,
+    ("basic", (3, 4, 6, 3)): 34,
+    ("bottleneck", (3, 4, 6, 3)): 50,
+    ("bottleneck", (3, 4, 23, 3)): 101,
+    ("bottleneck", (3, 8, 36, 3)): 152,
 }
 
 
@@ -212,9 +215,9 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str = "sta
     _check_shapes(model, state, source, skip=head)
     fresh_head = sorted(k for k in head if k in state and state[k].shape != own[k].shape)
     usable = {k: v for k, v in state.items() if k in own and k not in fresh_head}
-    result = model.load_state_dict(usable, strict=False)
+    model.load_state_dict(usable, strict=False)
     attn = _attention_keys(model)
-    missing = sorted(set(result.missing_keys) | set(fresh_head))
+    missing = sorted(set(own) - set(usable))
     return LoadReport(
         copied=sorted(usable),
         missing=missing,
@@ -256,8 +259,13 @@ def load_checkpoint(
     report = load_state(model, state, source)
     if report.missing or report.unexpected:
         log.warning(
-            "%s: loaded %d tensors; %d missing (%s), %d unexpected (%s)", source, len(report.copied),
-            len(report.missing), ", ".join(report.missing[:5]), len(report.unexpected), ", ".join(report.unexpected[:5]),
+            "%s: loaded %d tensors; %d missing (%s), %d unexpected (%s)",
+            source,
+            len(report.copied),
+            len(report.missing),
+            ", ".join(report.missing[:5]),
+            len(report.unexpected),
+            ", ".join(report.unexpected[:5]),
         )
     return model
 
@@ -268,8 +276,11 @@ def init_from_torchvision(model: nn.Module, weights: PathLike | Mapping[str, Ten
     Every backbone tensor must be present with its shape and is copied; only attention parameters (and the
     head, if its class count differs) stay freshly initialised. The report names those new keys.
     """
-    state, source = (read_weights(weights)[0], str(weights)) if isinstance(weights, (str, os.PathLike)) else (
-        _strip(weights), "state dict")
+    state, source = (
+        (read_weights(weights)[0], str(weights))
+        if isinstance(weights, (str, os.PathLike))
+        else (_strip(weights), "state dict")
+    )
     report = load_state(model, state, source)
     backbone_missing = [k for k in report.missing if k not in report.new_attention and k not in report.new_head]
     if backbone_missing:

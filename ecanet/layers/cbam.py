@@ -30,9 +30,7 @@ class CBAM(nn.Module):
     def attention(self, x: Tensor) -> Tensor:
         """The per-channel weights of the channel-attention half, shape (N, C)."""
         if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"CBAM: expected an (N, {self.channels}, H, W) input, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"CBAM: expected an (N, {self.channels}, H, W) input, got shape {tuple(x.shape)}")
         avg = self.channel_mlp(x.mean((2, 3)))
         mx = self.channel_mlp(x.amax((2, 3)))
         return (avg + mx).sigmoid()

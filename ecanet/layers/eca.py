@@ -84,9 +84,7 @@ class ECA(nn.Module):
         self.shared = shared
         self.gate_name = gate
         if shared:
-            self.conv = nn.Conv1d(
-                1, 1, kernel_size, padding=(kernel_size - 1) // 2, padding_mode=padding, bias=False
-            )
+            self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, padding_mode=padding, bias=False)
         else:
             # Depthwise: channel c convolves its own window of k neighbours with its own kernel.
             self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)

@@ -27,7 +27,9 @@ class SE(nn.Module):
     def attention(self, x: Tensor) -> Tensor:
         """The per-channel weights, shape (N, C)."""
         if x.ndim < 3 or x.shape[1] != self.channels:
-            raise ValueError(f"SE: input has shape {tuple(x.shape)}, but this layer was built for {self.channels} channels")
+            raise ValueError(
+                f"SE: input has shape {tuple(x.shape)}, but this layer was built for {self.channels} channels"
+            )
         return self.fc2(self.relu(self.fc1(spatial_mean(x)))).sigmoid()
 
     def forward(self, x: Tensor) -> Tensor:

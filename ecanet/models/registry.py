@@ -72,7 +72,8 @@ def _all_names() -> list[str]:
 def list_models(pattern: str = "*", dataset: str | None = None) -> list[str]:
     """Names of the zoo's models matching a shell-style ``pattern``; ``dataset`` "imagenet" or "cifar"."""
     return [
-        n for n in _all_names()
+        n
+        for n in _all_names()
         if fnmatch.fnmatch(n, pattern) and (dataset is None or ARCHS[_split(n)[1]].dataset == dataset)
     ]
 
@@ -103,7 +104,9 @@ def resolve_kernel_sizes(name: str, eca_k: str | Sequence[int] = "released") -> 
         raise ValueError(f"eca_k must be 'released', 'adaptive' or {len(spec.released_k)} ints, got {eca_k!r}")
     ks = [int(k) for k in eca_k]
     if len(ks) != len(spec.released_k) or any(k < 1 or k % 2 == 0 for k in ks):
-        raise ValueError(f"eca_k for {name} must be {len(spec.released_k)} positive odd ints (one per stage), got {list(eca_k)}")
+        raise ValueError(
+            f"eca_k for {name} must be {len(spec.released_k)} positive odd ints (one per stage), got {list(eca_k)}"
+        )
     return ks
 
 

@@ -156,8 +156,13 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn2.weight)
 
     def _make_layer(
-        self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int,
-        attn: str | None, kernel_size: int | None,
+        self,
+        block: type[BasicBlock | Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int,
+        attn: str | None,
+        kernel_size: int | None,
     ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:

@@ -1,0 +1,96 @@
+import copy
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from ecanet import ECA, attach_eca, create_model
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_torchvision_resnet18_gets_eca_after_bn2():
+    model = torchvision.models.resnet18()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = attach_eca(model)
+    # adaptive k for 64/128/256/512 channels is 3/5/5/5, two blocks per stage
+    assert report.params == 2 * (3 + 5 + 5 + 5) == n_params(model) - n_params(torchvision.models.resnet18())
+    assert [s.block for s in report.sites][:2] == ["layer1.0", "layer1.1"]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before.items())
+    assert state["layer2.0.eca.conv.weight"].shape == (1, 1, 5)
+
+    block = model.layer2[0].eval()
+    bn = block.bn2
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        branch = block.conv2(block.relu(block.bn1(block.conv1(x))))
+        raw = torch.nn.functional.batch_norm(branch, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+        torch.testing.assert_close(bn(branch), block.eca(raw))  # the hook applies ECA to the BN output
+        torch.testing.assert_close(block(x), torch.relu(block.eca(raw) + block.downsample(x)))
+
+
+def test_attached_torchvision_resnet_matches_zoo_eca_resnet():
+    tv = torchvision.models.resnet50()
+    attach_eca(tv, kernel_size=3)
+    ours = create_model("eca_resnet50", eca_k=[3, 3, 3, 3])
+    ours.load_state_dict(tv.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(tv.eval()(x), ours.eval()(x))
+
+
+def test_torchvision_mobilenet_v2_gets_eca_after_projection():
+    model = torchvision.models.mobilenet_v2()
+    report = attach_eca(model)
+    # 13 blocks of 16..96 channels take k=3, three of 160 and one of 320 take k=5
+    assert report.params == 13 * 3 + 4 * 5 == 59
+    assert n_params(model) - n_params(torchvision.models.mobilenet_v2()) == 59
+    assert isinstance(model.features[1].conv[-1], ECA) and model.features[1].conv[-1].channels == 16
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_mobilenet_v3_resnext_wide_and_timm():
+    for model in (
+        torchvision.models.mobilenet_v3_small(),
+        torchvision.models.resnext50_32x4d(),
+        torchvision.models.wide_resnet50_2(),
+        timm.create_model("resnet18"),
+    ):
+        report = attach_eca(model, kernel_size=3)
+        assert report.sites and report.params == 3 * len(report.sites)
+        assert model(torch.randn(1, 3, 64, 64)).shape[0] == 1
+    model = timm.create_model("resnet18")
+    attach_eca(model)
+    assert isinstance(model.layer1[0].se, ECA)
+
+
+def test_own_plain_model_and_variants():
+    model = create_model("resnet20")
+    report = attach_eca(model, padding="circular", shared=False)
+    assert len(report.sites) == 9 and model.layer1[0].eca.padding == "circular"
+    assert report.params == 3 * (16 + 32 + 64) * 3
+    model(torch.randn(1, 3, 32, 32)).sum().backward()
+    assert model.layer1[0].eca.conv.weight.grad is not None
+
+
+def test_deepcopy_keeps_hook_bound_to_copied_module():
+    model = torchvision.models.resnet18()
+    attach_eca(model)
+    clone = copy.deepcopy(model)
+    hook = next(iter(clone.layer1[0].bn2._forward_hooks.values()))
+    assert hook.attention is clone.layer1[0].eca
+
+
+def test_unsupported_model_and_double_attach_are_errors():
+    with pytest.raises(ValueError, match="VGG has no supported block"):
+        attach_eca(torchvision.models.vgg11())
+    model = torchvision.models.resnet18()
+    attach_eca(model)
+    with pytest.raises(ValueError, match="'layer1.0' .*already has attention"):
+        attach_eca(model)
+    with pytest.raises(ValueError, match="already has attention"):
+        attach_eca(create_model("se_resnet20"))
