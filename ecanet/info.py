@@ -10,6 +10,7 @@ import torch
 
 from .complexity import complexity
 from .models import ARCHS, create_model, list_models, parse_model_name
+from .table import render_table
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -52,10 +53,5 @@ def info_table(names: list[str] | None = None, image_size: int | None = None) ->
 
 
 def format_table(rows: list[dict]) -> str:
-    cells = [[title for _, title, _ in COLUMNS]]
-    for row in rows:
-        cells.append([fmt.format(row[key]) if row[key] is not None else "-" for key, _, fmt in COLUMNS])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    body = [[fmt.format(row[key]) if row[key] is not None else "-" for key, _, fmt in COLUMNS] for row in rows]
+    return render_table([title for _, title, _ in COLUMNS], body)

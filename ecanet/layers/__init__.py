@@ -2,6 +2,7 @@
 
 from .cbam import CBAM
 from .eca import ECA, eca_kernel_size
+from .eca_fused import eca_residual
 from .factory import ATTENTIONS, ECA_ATTENTIONS, attention_attribute, create_attention, is_attention
 from .se import SE
 
@@ -14,5 +15,6 @@ __all__ = [
     "attention_attribute",
     "create_attention",
     "eca_kernel_size",
+    "eca_residual",
     "is_attention",
 ]

@@ -102,13 +102,16 @@ class ECA(nn.Module):
     def attention(self, x: Tensor) -> Tensor:
         """The per-channel weights, shape (N, C), each in (0, 1)."""
         self.check_input(x)
-        y = spatial_mean(x)
+        return self.gate(spatial_mean(x))
+
+    def gate(self, pooled: Tensor) -> Tensor:
+        """Channel weights from the pooled descriptor: (N, C) -> (N, C)."""
         if self.shared:
-            y = self.conv(y.unsqueeze(1)).squeeze(1)  # (N, 1, C): the channel vector as a 1-D signal
+            y = self.conv(pooled.unsqueeze(1)).squeeze(1)  # (N, 1, C): the channel vector as a 1-D signal
         else:
             p = (self.kernel_size - 1) // 2
             mode = "constant" if self.padding == "zeros" else "circular"
-            y = F.pad(y.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + 2p)
+            y = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + 2p)
             windows = y.unfold(1, self.kernel_size, 1)  # (N, C, k): channel c's neighbourhood
             y = self.conv(windows).squeeze(-1)  # groups=C: one kernel per channel -> (N, C)
         return GATES[self.gate_name](y)

@@ -12,13 +12,19 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
 
-from ..layers import create_attention
+from ..layers import ECA, create_attention, eca_residual
+from .resnet import set_fused
 
 # t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
 SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
 class InvertedResidual(tv.InvertedResidual):
+    """torchvision's inverted residual plus attention after the projection BN; with ECA and ``fused``
+    the gate and the shortcut addition run in place (``eca_residual``)."""
+
+    fused: bool = True
+
     def __init__(
         self,
         inp: int,
@@ -32,6 +38,15 @@ class InvertedResidual(tv.InvertedResidual):
         super().__init__(inp, oup, stride, expand_ratio, norm_layer)
         if attn is not None:
             self.conv.append(create_attention(attn, oup, kernel_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        *body, attn = self.conv
+        if not (self.fused and isinstance(attn, ECA)):
+            return super().forward(x)
+        out = x
+        for layer in body:
+            out = layer(out)
+        return eca_residual(attn, out, x if self.use_res_connect else None, relu=False)
 
 
 class MobileNetV2(tv.MobileNetV2):
@@ -48,6 +63,7 @@ class MobileNetV2(tv.MobileNetV2):
         kernel_sizes: Sequence[int | None] | None = None,
         width_mult: float = 1.0,
         dropout: float = 0.25,
+        fused: bool = True,
     ) -> None:
         kernel_sizes = list(kernel_sizes) if kernel_sizes is not None else [None] * len(SETTING)
         if len(kernel_sizes) != len(SETTING):
@@ -69,6 +85,7 @@ class MobileNetV2(tv.MobileNetV2):
         self.feature_channels = [self.features[i].out_channels for i in self._stage_ends[:-1]]
         self.feature_channels.append(self.last_channel)
         self.num_features = self.last_channel
+        set_fused(self, fused)
 
     def stage_prefixes(self) -> list[str]:
         """Module name of the first block of every stage."""

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ..layers import attention_attribute, create_attention
+from ..layers import ECA, attention_attribute, create_attention, eca_residual
+
+
+def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every block of ``model`` between the fast ECA path (True) and the plain formulation."""
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = enabled
+    return model
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -23,9 +31,14 @@ def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class AttentionBlock(nn.Module):
-    """Shared tail of the residual blocks: attention on the branch, add the shortcut, ReLU."""
+    """Shared tail of the residual blocks: attention on the branch, add the shortcut, ReLU.
+
+    With ``fused=True`` (default) ECA, the addition and the ReLU run as one in-place step that keeps no
+    extra activation for backward (``eca_residual``); ``fused=False`` keeps the plain formulation.
+    """
 
     attn_name: str | None
+    fused: bool = True
 
     def _set_attention(self, attn: str | None, channels: int, kernel_size: int | None) -> None:
         self.attn_name = attention_attribute(attn)
@@ -33,9 +46,13 @@ class AttentionBlock(nn.Module):
             self.add_module(self.attn_name, create_attention(attn, channels, kernel_size))
 
     def _merge(self, out: Tensor, identity: Tensor) -> Tensor:
-        if self.attn_name is not None:
-            out = getattr(self, self.attn_name)(out)
-        return self.relu(out + identity)
+        attn = getattr(self, self.attn_name) if self.attn_name is not None else None
+        if self.fused and isinstance(attn, ECA):
+            return eca_residual(attn, out, identity)
+        if attn is not None:
+            out = attn(out)
+        out += identity
+        return self.relu(out)
 
 
 class BasicBlock(AttentionBlock):
@@ -115,6 +132,7 @@ class ResNet(nn.Module):
         widths: Sequence[int] = (64, 128, 256, 512),
         stem: str = "imagenet",
         zero_init_residual: bool = False,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if len(widths) != len(layers):
@@ -154,6 +172,7 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn3.weight)
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
+        set_fused(self, fused)
 
     def _make_layer(
         self,

@@ -1,0 +1,241 @@
+"""``ecanet bench``: throughput and memory of models measured side by side in one run (the analog of the
+efficiency columns of the paper's Table 2).
+
+Timed repeats of all models are interleaved (A B C A B C ...) after a warm-up, so a noisy shared machine
+slows every model alike; medians are reported with min and max, and ratios are to the first model.
+Peak memory of a training step is measured in a fresh subprocess per model: peak RSS on CPU (the kernel's
+high-water mark, reset just before the step), the CUDA allocator's peak on GPU.
+
+Model specs: a zoo name (``eca_resnet50``), ``NAME:plain`` (the plain ECA formulation, ``fused=False``),
+or ``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .complexity import complexity
+from .models import create_model
+from .table import render_table
+
+DEFAULT_MODELS = ["resnet50", "se_resnet50", "cbam_resnet50", "eca_resnet50"]
+REFERENCE_MODELS = ["eca_resnet50:plain", "timm:eca_resnet50"]
+
+
+@dataclass
+class BenchConfig:
+    models: list[str]
+    batch_size: int = 16
+    image_size: int = 224
+    device: str = "cpu"
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None
+    repeats: int = 5
+    warmup: int = 2
+    memory: bool = True
+
+
+def build(spec: str, num_classes: int = 1000) -> nn.Module:
+    """A model from a bench spec (see the module docstring)."""
+    if spec.startswith("timm:"):
+        from timm.models.resnet import Bottleneck as TimmBottleneck
+        from timm.models.resnet import ResNet as TimmResNet
+
+        if spec != "timm:eca_resnet50":
+            raise ValueError(f"unknown reference model {spec!r}; available: timm:eca_resnet50")
+        return TimmResNet(TimmBottleneck, [3, 4, 6, 3], num_classes=num_classes, block_args={"attn_layer": "eca"})
+    name, _, variant = spec.partition(":")
+    if variant not in ("", "plain"):
+        raise ValueError(f"unknown model variant {spec!r}; use NAME or NAME:plain")
+    return create_model(name, num_classes=num_classes, fused=variant != "plain")
+
+
+def _autocast(cfg: BenchConfig) -> contextlib.AbstractContextManager:
+    if cfg.dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.dtype))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class Runner:
+    """One model prepared for timed inference and training steps."""
+
+    def __init__(self, spec: str, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = build(spec).to(cfg.device, memory_format=fmt)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        self.step_fn = torch.compile(self.model) if cfg.compile else self.model
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
+        self.x = x.to(cfg.device, memory_format=fmt)
+        self.y = torch.randint(0, 1000, (cfg.batch_size,), generator=g).to(cfg.device)
+
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.no_grad(), _autocast(self.cfg):
+            self.step_fn(self.x)
+
+    def train(self) -> None:
+        self.model.train()
+        with _autocast(self.cfg):
+            loss = nn.functional.cross_entropy(self.step_fn(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def timed(self, fn: Callable[[], None]) -> float:
+        _sync(self.cfg.device)
+        start = time.perf_counter()
+        fn()
+        _sync(self.cfg.device)
+        return self.cfg.batch_size / (time.perf_counter() - start)
+
+
+def _read_peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def train_peak_memory_mb(spec: str, cfg: BenchConfig) -> float:
+    """Peak memory of a training step of ``spec``, in this process (call it in a fresh one on CPU)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    runner = Runner(spec, cfg)
+    runner.train()  # warm-up: optimizer state, allocator caches, compiled graphs
+    if cfg.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        runner.train()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS high-water mark to the current RSS
+    runner.train()
+    return _read_peak_rss_mb()
+
+
+def _memory_in_subprocess(spec: str, cfg: BenchConfig) -> float:
+    code = (
+        "import json, sys; from ecanet.bench import BenchConfig, train_peak_memory_mb; "
+        "print(train_peak_memory_mb(sys.argv[1], BenchConfig(**json.loads(sys.argv[2]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, spec, json.dumps(asdict(cfg))], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement of {spec} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _summary(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Measure every model of ``cfg`` and return one row per model (see ``ecanet bench --help``)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    runners = {spec: Runner(spec, cfg) for spec in cfg.models}
+    for spec, r in runners.items():
+        log(f"warm-up {spec}")
+        for _ in range(cfg.warmup):
+            r.infer()
+            r.train()
+    infer: dict[str, list[float]] = {s: [] for s in runners}
+    train: dict[str, list[float]] = {s: [] for s in runners}
+    for i in range(cfg.repeats):
+        for spec, r in runners.items():  # interleaved: A B C A B C ...
+            infer[spec].append(r.timed(r.infer))
+            train[spec].append(r.timed(r.train))
+        log(f"repeat {i + 1}/{cfg.repeats} done")
+    rows = []
+    for spec, r in runners.items():
+        cost = complexity(r.model, (3, cfg.image_size, cfg.image_size))
+        mem = _memory_in_subprocess(spec, cfg) if cfg.memory else None
+        (inf, inf_lo, inf_hi), (tr, tr_lo, tr_hi) = _summary(infer[spec]), _summary(train[spec])
+        rows.append(
+            {
+                "model": spec,
+                "params": cost["params"],
+                "macs": cost["macs"],
+                "infer_img_s": inf,
+                "infer_img_s_min": inf_lo,
+                "infer_img_s_max": inf_hi,
+                "train_img_s": tr,
+                "train_img_s_min": tr_lo,
+                "train_img_s_max": tr_hi,
+                "train_peak_mem_mb": mem,
+            }
+        )
+    base = rows[0]
+    for row in rows:
+        row["infer_ratio"] = row["infer_img_s"] / base["infer_img_s"]
+        row["train_ratio"] = row["train_img_s"] / base["train_img_s"]
+        row["mem_ratio"] = row["train_peak_mem_mb"] / base["train_peak_mem_mb"] if cfg.memory else None
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = ["model", "params", "GMACs", "infer img/s (min-max)", "x", "train img/s (min-max)", "x", "peak MB", "x"]
+    cells = [head]
+    for r in rows:
+        mem = "-" if r["train_peak_mem_mb"] is None else f"{r['train_peak_mem_mb']:.0f}"
+        mem_x = "-" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}"
+        cells.append(
+            [
+                r["model"],
+                f"{r['params']:,}",
+                f"{r['macs'] / 1e9:.3f}",
+                f"{r['infer_img_s']:.2f} ({r['infer_img_s_min']:.2f}-{r['infer_img_s_max']:.2f})",
+                f"{r['infer_ratio']:.3f}",
+                f"{r['train_img_s']:.2f} ({r['train_img_s_min']:.2f}-{r['train_img_s_max']:.2f})",
+                f"{r['train_ratio']:.3f}",
+                mem,
+                mem_x,
+            ]
+        )
+    return render_table(head, cells[1:])
+
+
+def plot_rows(rows: list[dict], path: str | Path) -> Path:
+    """Bar chart of the three ratios per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("infer_ratio", "inference"), ("train_ratio", "training"), ("mem_ratio", "peak memory")]
+    keys = [(k, label) for k, label in keys if rows[0][k] is not None]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    width = 0.8 / len(keys)
+    for i, (key, label) in enumerate(keys):
+        xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, [r[key] for r in rows], width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel(f"ratio to {rows[0]['model']}")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
