@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .layers import is_attention
+from .models import plain_formulation
 
 
 def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> dict[str, int]:
@@ -21,7 +22,7 @@ def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) ->
     Returns params, macs, attention_params, attention_macs (the attention's convolutions and FC layers,
     from the FLOP counter) and attention_extra_ops (its pooling and gating, computed analytically).
     The forward pass runs on the device the model is on; build it under ``torch.device("meta")`` to count
-    without computing.
+    without computing. Fused ECA blocks are counted through the plain formulation: the same arithmetic.
     """
     ref = next(model.parameters())
     attention = {name: m for name, m in model.named_modules() if is_attention(m) and name}
@@ -34,7 +35,7 @@ def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) ->
     was_training = model.training
     try:
         model.eval()
-        with counter, torch.no_grad():
+        with counter, torch.no_grad(), plain_formulation(model):
             model(torch.zeros(1, *input_size, device=ref.device, dtype=ref.dtype))
     finally:
         model.train(was_training)

@@ -2,7 +2,7 @@
 
 from .mobilenetv2 import MobileNetV2
 from .registry import ARCHS, create_model, list_models, parse_model_name, stage_kernel_sizes
-from .resnet import BasicBlock, Bottleneck, ResNet, set_fused
+from .resnet import BasicBlock, Bottleneck, ResNet, plain_formulation, set_fused
 
 __all__ = [
     "ARCHS",
@@ -13,6 +13,7 @@ __all__ = [
     "create_model",
     "list_models",
     "parse_model_name",
+    "plain_formulation",
     "set_fused",
     "stage_kernel_sizes",
 ]

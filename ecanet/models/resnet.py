@@ -7,7 +7,8 @@ submodule (``layer1.0.eca.conv.weight``), so torchvision's and the ECA authors' 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from torch import Tensor, nn
 
@@ -20,6 +21,19 @@ def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
         if hasattr(m, "fused"):
             m.fused = enabled
     return model
+
+
+@contextmanager
+def plain_formulation(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily run every block with the plain ECA formulation (same maths, attention called as a
+    module, so hooks and counters on the attention modules see it)."""
+    previous = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
+    set_fused(model, False)
+    try:
+        yield model
+    finally:
+        for m, enabled in previous.items():
+            m.fused = enabled
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:

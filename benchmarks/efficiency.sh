@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The runs behind the efficiency table in README.md: ResNet-50 with no attention, SE, CBAM and ECA (fast
+# path), plus the plain ECA formulation and timm's ECA, in one process each, repeats interleaved.
+# Usage: bash benchmarks/efficiency.sh [extra ecanet bench flags, e.g. --device cuda]
+set -euo pipefail
+out=benchmarks/results
+mkdir -p "$out"
+ecanet bench --include-reference --repeats 7 --json "$out/eager.json" --plot "$out/eager.png" "$@" | tee "$out/eager.txt"
+ecanet bench --include-reference --compile --channels-last --repeats 7 --json "$out/compiled.json" \
+  --plot "$out/compiled.png" "$@" | tee "$out/compiled.txt"
+ecanet bench --models mobilenet_v2 se_mobilenet_v2 eca_mobilenet_v2 eca_mobilenet_v2:plain --repeats 7 \
+  --json "$out/mobilenet_v2.json" "$@" | tee "$out/mobilenet_v2.txt"

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+from PIL import Image
+
+from ecanet.bench import build
+from ecanet.cli import main
+
+KEYS = {"model", "params", "macs", "infer_img_s", "train_img_s", "train_peak_mem_mb", "infer_ratio", "train_ratio", "mem_ratio"}
+
+
+def test_bench_tiny_models_writes_json_and_png(tmp_path, capsys):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = ["bench", "--models", "resnet20", "eca_resnet20", "eca_resnet20:plain", "--batch-size", "2"]
+    args += ["--image-size", "32", "--repeats", "2", "--warmup", "1", "--threads", "1"]
+    assert main(args + ["--json", str(out_json), "--plot", str(out_png)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["model"] for r in rows] == ["resnet20", "eca_resnet20", "eca_resnet20:plain"]
+    for row in rows:
+        assert KEYS <= set(row)
+        assert row["infer_img_s"] > 0 and row["train_img_s"] > 0 and row["train_peak_mem_mb"] > 0
+        assert row["infer_img_s_min"] <= row["infer_img_s"] <= row["infer_img_s_max"]
+    assert rows[0]["infer_ratio"] == rows[0]["train_ratio"] == rows[0]["mem_ratio"] == 1.0
+    assert rows[1]["infer_ratio"] == pytest.approx(rows[1]["infer_img_s"] / rows[0]["infer_img_s"])
+    assert rows[1]["params"] - rows[0]["params"] == 9 * 3  # nine blocks, k = 3
+    with Image.open(out_png) as im:
+        im.verify()
+    assert "eca_resnet20:plain" in capsys.readouterr().out
+
+
+def test_bench_specs():
+    assert not build("eca_resnet20:plain").layer1[0].fused
+    assert build("eca_resnet20").layer1[0].fused
+    assert type(build("timm:eca_resnet50")).__module__.startswith("timm")
+    with pytest.raises(ValueError, match="unknown model variant 'eca_resnet20:fast'"):
+        build("eca_resnet20:fast")
+
+
+def test_bench_bad_model_is_one_line_error(capsys):
+    assert main(["bench", "--models", "eca_resnet5", "--no-memory", "--repeats", "1"]) == 2
+    assert "unknown model 'eca_resnet5'" in capsys.readouterr().err
