@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
 import torch
 
+from .engine import TrainingError
 from .info import format_table, info_table
 
 
@@ -57,6 +59,80 @@ def _bench(args: argparse.Namespace) -> None:
         plot_rows(rows, args.plot)
 
 
+TRAIN_HELP = {
+    "model": "zoo model name (default eca_resnet20)",
+    "data": "ImageFolder root with train/ and val/ (default: the embedded digits dataset)",
+    "train_dir": "training folder, if not DATA/train",
+    "val_dir": "validation folder, if not DATA/val",
+    "output": "output folder (checkpoints, metrics.jsonl, curves.png, summary.json)",
+    "recipe": "paper | paper-mobilenet | modern: the recipe's values become the defaults",
+    "batch_size": "per process",
+    "lr": "absolute learning rate (default: base-lr x global batch / base-batch)",
+    "resume": "checkpoint to resume; with no value, OUT/checkpoint.pt",
+    "pretrained": "weights to start from: ours, the authors' .pth.tar or torchvision's",
+    "num_classes": "default: the number of class folders",
+    "freeze_stages": "freeze the stem and this many stages",
+    "eca_k": "released | adaptive | one odd int per stage",
+    "amp": "mixed precision: bf16 on CPU, fp16 (with grad scaling) on CUDA",
+    "compare": "other models trained the same way, reported side by side (no names: none)",
+}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, all defaulting to None so that recipe and --config values apply."""
+    from dataclasses import fields
+
+    from .config import TrainConfig
+
+    p.add_argument("--config", help="a saved OUT/config.json to start from (flags override it)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(f.default) if f.default is not None and not callable(f.default_factory) else None
+        help_text = TRAIN_HELP.get(f.name)
+        if f.name == "resume":
+            p.add_argument(flag, nargs="?", const="", default=None, help=help_text)
+        elif f.name in ("compare", "eca_k"):
+            p.add_argument(flag, nargs="*" if f.name == "compare" else "+", default=None, help=help_text)
+        elif kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name in ("lr", "num_classes"):
+            p.add_argument(flag, type=float if f.name == "lr" else int, default=None, help=help_text)
+        else:
+            p.add_argument(flag, type=kind or str, default=None, help=help_text)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import FIELDS, resolve
+    from .train import format_comparison, train
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if overrides.get("eca_k") and overrides["eca_k"] != ["released"] and overrides["eca_k"] != ["adaptive"]:
+        overrides["eca_k"] = [int(k) for k in overrides["eca_k"]]
+    elif overrides.get("eca_k"):
+        overrides["eca_k"] = overrides["eca_k"][0]
+    cfg = resolve(config_file=args.config, **overrides)
+    if cfg.data is None and cfg.train_dir is None and args.compare is None:
+        arch = cfg.model.split("_", 1)[-1] if cfg.model.startswith("eca_") else None
+        if arch:  # the embedded default: the same network without attention, and with SE, alongside
+            cfg.compare = [arch, "se_" + arch]
+    summary = train(cfg)
+    if "comparison" in summary:
+        print(format_comparison(summary["comparison"]))
+    else:
+        print(json.dumps(summary, indent=2))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .train import evaluate, load_for_eval
+
+    model = load_for_eval(args.weights, args.model, args.num_classes)
+    val_dir = args.val_dir or (str(Path(args.data) / "val") if args.data else None)
+    if val_dir is None:
+        raise ValueError("--data or --val-dir is required")
+    result = evaluate(model, val_dir, args.image_size, args.batch_size, args.workers, args.device)
+    print(json.dumps(result, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecanet", description="ECA-Net: Efficient Channel Attention toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,14 +160,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the ratios")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("train", help="train a classifier (default: the embedded digits dataset)")
+    _add_train_flags(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="top-1, top-5 and loss of weights on an image folder")
+    p.add_argument("--weights", required=True, help="weights file (any format load_checkpoint reads)")
+    p.add_argument("--model", help="zoo model to load into (default: rebuilt from the file)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--data", help="ImageFolder root; its val/ folder is evaluated")
+    p.add_argument("--val-dir", help="the folder to evaluate, if not DATA/val")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TrainingError) as e:
         print(f"ecanet {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,17 @@ from PIL import Image
 from ecanet.bench import build
 from ecanet.cli import main
 
-KEYS = {"model", "params", "macs", "infer_img_s", "train_img_s", "train_peak_mem_mb", "infer_ratio", "train_ratio", "mem_ratio"}
+KEYS = {
+    "model",
+    "params",
+    "macs",
+    "infer_img_s",
+    "train_img_s",
+    "train_peak_mem_mb",
+    "infer_ratio",
+    "train_ratio",
+    "mem_ratio",
+}
 
 
 def test_bench_tiny_models_writes_json_and_png(tmp_path, capsys):

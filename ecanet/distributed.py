@@ -1,0 +1,61 @@
+"""torch.distributed set-up for runs started by torchrun (single or multi node), and the few collective
+helpers the engine needs. One process per device; gloo on CPU, NCCL on GPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> Dist:
+    """Join the process group torchrun describes in the environment, or run as a single process."""
+    want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Dist(device=torch.device(device or ("cuda" if want_cuda else "cpu")))
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if want_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world)
+    return Dist(rank, world, local, dev)
+
+
+def all_reduce_sum(values: list[float], ctx: Dist) -> list[float]:
+    """Sum a few scalars over all processes (float64, on the process's device)."""
+    if not ctx.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(ctx: Dist) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def cleanup(ctx: Dist) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,176 @@
+"""The training engine: one epoch of training, evaluation, mixed precision, checkpoints that survive a
+crash, and the per-epoch record. Task-agnostic: a task supplies ``step(model, batch) -> (loss, counts)``."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .distributed import Dist, all_reduce_sum
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, nothing to resume, ...), said in one line."""
+
+
+@dataclass
+class Precision:
+    """Mixed precision: autocast dtype (None: fp32) and, for fp16 on CUDA, a gradient scaler."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        use_scaler = self.dtype == torch.float16 and self.device_type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else nullcontext()
+
+
+def precision_for(device: torch.device, amp: bool, amp_dtype: str | None) -> Precision:
+    if not amp:
+        return Precision(device.type)
+    dtype = getattr(torch, amp_dtype) if amp_dtype else (torch.float16 if device.type == "cuda" else torch.bfloat16)
+    return Precision(device.type, dtype)
+
+
+Step = Callable[[nn.Module, object], tuple[Tensor, dict[str, float]]]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    step: Step,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    precision: Precision,
+    ctx: Dist,
+    epoch: int,
+    ema: nn.Module | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over ``loader``; the scheduler steps per iteration. Returns sums of ``counts`` over all
+    processes, plus ``loss_sum``, ``n``, ``skipped`` and ``seconds``."""
+    model.train()
+    totals: dict[str, float] = {}
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"{desc} {epoch}", disable=not ctx.is_main, leave=False, dynamic_ncols=True)
+    for i, batch in enumerate(bar):
+        with precision.autocast():
+            loss, counts = step(model, batch)
+        if counts.get("n", 1) == 0:
+            _accumulate(totals, counts)
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_value = loss.detach()
+        _accumulate(totals, counts, loss_sum=loss_value * counts.get("n", 1))
+        if not math.isfinite(float(loss_value)):  # one sync per step: the price of stopping on the first NaN
+            raise TrainingError(f"non-finite loss ({float(loss_value)}) at epoch {epoch}, step {i}")
+        if ctx.is_main and i % 10 == 0:
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(
+                loss=f"{float(totals['loss_sum']) / max(totals['n'], 1):.4f}",
+                acc=f"{100 * totals.get('correct1', 0) / max(totals['n'], 1):.1f}",
+                img_s=f"{totals['n'] * ctx.world_size / max(elapsed, 1e-9):.1f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.4g}",
+            )
+    return _reduce(totals, ctx, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def evaluate_loop(model: nn.Module, loader: Iterable, step: Step, precision: Precision, ctx: Dist) -> dict[str, float]:
+    """Sums of the step's counts over the whole (sharded) loader, over all processes."""
+    model.eval()
+    totals: dict[str, float] = {}
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc="eval", disable=not ctx.is_main, leave=False, dynamic_ncols=True):
+        with precision.autocast():
+            loss, counts = step(model, batch)
+        _accumulate(totals, counts, loss_sum=loss.detach() * counts.get("n", 1))
+    return _reduce(totals, ctx, time.perf_counter() - start)
+
+
+def _accumulate(totals: dict, counts: dict, **extra) -> None:
+    for key, value in {**counts, **extra}.items():
+        totals[key] = totals.get(key, 0) + value
+
+
+def _reduce(totals: dict, ctx: Dist, seconds: float) -> dict[str, float]:
+    keys = sorted(totals)
+    values = all_reduce_sum([float(totals[k]) for k in keys], ctx)
+    out = dict(zip(keys, values))
+    out.setdefault("n", 0.0)
+    out.setdefault("loss_sum", 0.0)
+    out["seconds"] = seconds
+    return out
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """Every RNG the loop draws from, as tensors and plain values (weights-only loadable)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a truncated file at ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: Path) -> dict:
+    from .weights import CheckpointError
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainingError(f"--resume: {path}: no checkpoint to resume from") from None
+    except Exception as e:
+        raise CheckpointError(f"--resume: {path}: unreadable checkpoint ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(obj, dict) or "optimizer" not in obj or "model" not in obj:
+        raise CheckpointError(f"--resume: {path}: not a training checkpoint (no model and optimizer state)")
+    return obj

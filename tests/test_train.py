@@ -1,0 +1,163 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from ecanet import create_model, load_checkpoint
+from ecanet.cli import main
+from ecanet.config import RECIPES, resolve
+from ecanet.data import ImageFolder, eval_transform
+from ecanet.train import _lr_lambda, evaluate, train
+
+RECORD_KEYS = {"epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "img_per_s", "seconds"}
+FAST = dict(model="eca_resnet20", image_size=16, batch_size=8, workers=0, lr=0.05, compare=[])
+
+
+def cfg(data, out, **kw):
+    return resolve(**{**FAST, "data": str(data), "output": str(out), **kw})
+
+
+def test_short_run_lowers_loss_and_writes_every_file(image_data, tmp_path):
+    out = tmp_path / "run"
+    summary = train(cfg(image_data, out, epochs=4))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert all(RECORD_KEYS <= set(r) for r in records)
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    for name in ["checkpoint.pt", "config.json", "curves.png", "summary.json", "best.safetensors", "final.safetensors"]:
+        assert (out / name).is_file(), name
+    with Image.open(out / "curves.png") as im:
+        im.verify()
+    saved = json.loads((out / "summary.json").read_text())
+    assert {"model", "epochs", "best_top1", "final_top1", "params", "macs", "train_time_s"} <= set(saved)
+    assert saved["final_top1"] == pytest.approx(records[-1]["val_top1"]) and summary["model"] == "eca_resnet20"
+    assert saved["best_top1"] == pytest.approx(max(r["val_top1"] for r in records))
+    model = load_checkpoint(out / "final.safetensors")
+    assert model.fc.out_features == 3
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.05
+
+
+def test_evaluate_equals_hand_computation(image_data):
+    torch.manual_seed(0)
+    model = create_model("eca_resnet20", num_classes=3).eval()
+    dataset = ImageFolder(image_data / "val", eval_transform(16))
+    result = evaluate(model, dataset, batch_size=5, workers=0, device="cpu")
+    xs = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    ys = torch.tensor([dataset[i][1] for i in range(len(dataset))])
+    with torch.no_grad():
+        logits = model(xs)
+    assert result["n"] == 12
+    assert result["top1"] == pytest.approx(100 * (logits.argmax(1) == ys).float().mean().item())
+    top3 = (logits.topk(3, 1).indices == ys[:, None]).any(1).float().mean().item()
+    assert result["top5"] == pytest.approx(100 * top3) == 100.0  # top-5 of 3 classes is always a hit
+    assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ys).item(), rel=1e-5)
+
+
+def _cli_train(data, out, *extra):
+    args = ["--model", "eca_resnet20", "--data", str(data), "--output", str(out), "--image-size", "16"]
+    args += ["--batch-size", "8", "--workers", "0", "--lr", "0.05", "--compare", "--epochs", "3", *extra]
+    return [sys.executable, "-m", "ecanet", "train", *args]
+
+
+def test_sigkill_and_resume_gives_identical_weights(image_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run(_cli_train(image_data, full), check=True, env=env, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_cli_train(image_data, cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (cut / "checkpoint.pt").is_file():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lines = (cut / "metrics.jsonl").read_text().splitlines()
+    assert 1 <= len(lines) < 3, "the run was not killed mid-way"
+    subprocess.run(_cli_train(image_data, cut, "--resume"), check=True, env=env, capture_output=True)
+    a = load_checkpoint(full / "final.safetensors").state_dict()
+    b = load_checkpoint(cut / "final.safetensors").state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert len((cut / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_ddp_two_processes_matches_one(image_data, tmp_path):
+    """Same global batch (2 x 4 vs 1 x 8) and no augmentation; BatchNorm frozen, since per-process batch
+    statistics differ from global ones (SyncBatchNorm, which would align them, runs on GPUs only)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--model", "eca_resnet20", "--data", str(image_data), "--image-size", "16", "--workers", "0"]
+    common += ["--lr", "0.05", "--compare", "--epochs", "2", "--no-augment", "--freeze-bn", "--device", "cpu"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(
+        [sys.executable, "-m", "ecanet", "train", *common, "--batch-size", "8", "--output", str(one)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ecanet",
+            "train",
+            *common,
+            "--batch-size",
+            "4",
+            "--output",
+            str(two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    a = load_checkpoint(one / "final.safetensors").state_dict()
+    b = load_checkpoint(two / "final.safetensors").state_dict()
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-3, msg=key)
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert s2["world_size"] == 2 and s1["final_top1"] == pytest.approx(s2["final_top1"])
+
+
+def test_recipes_and_overrides():
+    paper = resolve(recipe="paper")
+    assert (paper.optimizer, paper.momentum, paper.weight_decay, paper.epochs) == ("sgd", 0.9, 1e-4, 100)
+    assert (paper.schedule, paper.step_size, paper.gamma, paper.image_size) == ("step", 30, 0.1, 224)
+    mob = resolve(recipe="paper-mobilenet", epochs=3)
+    assert (mob.weight_decay, mob.batch_size, mob.base_lr, mob.gamma, mob.epochs) == (4e-5, 96, 0.045, 0.98, 3)
+    modern = RECIPES["modern"]
+    assert modern["schedule"] == "cosine" and modern["label_smoothing"] > 0 and modern["ema_decay"] > 0
+    with pytest.raises(ValueError, match="--recipe: unknown recipe 'papr'"):
+        resolve(recipe="papr")
+
+
+def test_schedules():
+    step = _lr_lambda(resolve(recipe="paper"), steps_per_epoch=10)
+    assert step(0) == 1.0 and step(299) == 1.0 and step(300) == pytest.approx(0.1) and step(600) == pytest.approx(0.01)
+    expo = _lr_lambda(resolve(recipe="paper-mobilenet"), steps_per_epoch=10)
+    assert expo(25) == pytest.approx(0.98**2)
+    cos = _lr_lambda(resolve(schedule="cosine", epochs=10, warmup_epochs=2), steps_per_epoch=10)
+    assert cos(0) == pytest.approx(0.05) and cos(19) == pytest.approx(1.0) and cos(20) == pytest.approx(1.0)
+    assert cos(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_config_file_reuse(image_data, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["train", *_cli_train(image_data, first)[4:], "--epochs", "1", "--recipe", "modern"]) == 0
+    second = tmp_path / "second"
+    assert main(["train", "--config", str(first / "config.json"), "--output", str(second), "--epochs", "1"]) == 0
+    c1, c2 = (json.loads((d / "config.json").read_text()) for d in (first, second))
+    assert c2.pop("output") != c1.pop("output")
+    assert c1 == c2 and c1["recipe"] == "modern" and c1["label_smoothing"] == 0.1
