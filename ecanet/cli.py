@@ -78,6 +78,9 @@ TRAIN_HELP = {
 }
 
 
+OPTIONAL_TYPES = {"lr": float, "num_classes": int, "image_size": int}  # fields whose default is None
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, all defaulting to None so that recipe and --config values apply."""
     from dataclasses import fields
@@ -95,8 +98,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, nargs="*" if f.name == "compare" else "+", default=None, help=help_text)
         elif kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif f.name in ("lr", "num_classes"):
-            p.add_argument(flag, type=float if f.name == "lr" else int, default=None, help=help_text)
+        elif f.name in OPTIONAL_TYPES:
+            p.add_argument(flag, type=OPTIONAL_TYPES[f.name], default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind or str, default=None, help=help_text)
 

@@ -16,7 +16,7 @@ class TrainConfig:
     val_dir: str | None = None
     output: str = "runs/ecanet"
     recipe: str | None = None
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 64  # per process
     lr: float | None = None  # None: base_lr * global batch / base_batch (linear scaling rule)
     base_lr: float = 0.1
@@ -31,7 +31,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights
-    image_size: int = 32
+    image_size: int | None = None  # None: 16 for the embedded digits, 224 for image folders
     augment: bool = True  # False: training images get the evaluation transform
     workers: int = 2
     seed: int = 0

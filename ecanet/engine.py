@@ -62,11 +62,12 @@ def train_one_epoch(
     desc: str = "train",
 ) -> dict[str, float]:
     """One pass over ``loader``; the scheduler steps per iteration. Returns sums of ``counts`` over all
-    processes, plus ``loss_sum``, ``n``, ``skipped`` and ``seconds``."""
+    processes, plus ``loss_sum``, ``n``, ``skipped`` and ``seconds``. The progress bar (rank 0, terminals
+    only) shows loss, accuracy, img/s and the ETA."""
     model.train()
     totals: dict[str, float] = {}
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"{desc} {epoch}", disable=not ctx.is_main, leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"{desc} {epoch}", disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True)
     for i, batch in enumerate(bar):
         with precision.autocast():
             loss, counts = step(model, batch)
@@ -106,7 +107,7 @@ def evaluate_loop(model: nn.Module, loader: Iterable, step: Step, precision: Pre
     model.eval()
     totals: dict[str, float] = {}
     start = time.perf_counter()
-    for batch in tqdm(loader, desc="eval", disable=not ctx.is_main, leave=False, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="eval", disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True):
         with precision.autocast():
             loss, counts = step(model, batch)
         _accumulate(totals, counts, loss_sum=loss.detach() * counts.get("n", 1))

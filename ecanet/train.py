@@ -157,6 +157,8 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig, ctx: Dist) -> dict:
     out = Path(cfg.output)
     parse_model_name(cfg.model)  # an unknown name fails before any data is read
+    embedded = cfg.data is None and cfg.train_dir is None
+    cfg = replace(cfg, image_size=cfg.image_size or (16 if embedded else 224))
     torch.manual_seed(cfg.seed + ctx.rank)
     train_set, val_set, where = build_datasets(cfg)
     check_batch_size(train_set, cfg.batch_size, ctx.world_size, where)

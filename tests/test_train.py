@@ -161,3 +161,63 @@ def test_config_file_reuse(image_data, tmp_path, capsys):
     c1, c2 = (json.loads((d / "config.json").read_text()) for d in (first, second))
     assert c2.pop("output") != c1.pop("output")
     assert c1 == c2 and c1["recipe"] == "modern" and c1["label_smoothing"] == 0.1
+
+
+def save_authors_style(model, path):
+    torch.save(
+        {
+            "state_dict": {"module." + k: v for k, v in model.state_dict().items()},
+            "arch": "eca_resnet20",
+            "epoch": 1,
+            "best_prec1": 1.0,
+            "optimizer": {},
+        },
+        path,
+    )
+
+
+def test_fine_tune_from_pretrained_with_new_head_and_frozen_stages(image_data, tmp_path):
+    source = create_model("eca_resnet20", num_classes=10)
+    with torch.no_grad():
+        source.layer1[0].conv1.weight.fill_(0.01)
+    weights = tmp_path / "eca_resnet20_k333.pth.tar"
+    save_authors_style(source, weights)
+    out = tmp_path / "ft"
+    train(cfg(image_data, out, epochs=1, pretrained=str(weights), freeze_stages=1))
+    tuned = load_checkpoint(out / "final.safetensors")
+    assert tuned.fc.out_features == 3  # a new head for the 3 classes of the data
+    torch.testing.assert_close(tuned.layer1[0].conv1.weight, source.layer1[0].conv1.weight)  # frozen, copied
+    assert not torch.equal(tuned.layer3[0].conv1.weight, source.layer3[0].conv1.weight)  # trained
+
+
+def test_amp_channels_last_ema_run(image_data, tmp_path):
+    out = tmp_path / "amp"
+    summary = train(cfg(image_data, out, epochs=2, amp=True, channels_last=True, ema_decay=0.9, recipe=None))
+    assert summary["final_top1"] is not None
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(record["train_loss"])
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["ema"] is not None
+
+
+def test_eval_cli_reports_top1_top5_loss(image_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(cfg(image_data, out, epochs=1))
+    assert (
+        main(
+            [
+                "eval",
+                "--weights",
+                str(out / "final.safetensors"),
+                "--data",
+                str(image_data),
+                "--image-size",
+                "16",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"top1", "top5", "loss"} and result["n"] == 12

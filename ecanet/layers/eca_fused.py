@@ -29,6 +29,8 @@ class _ECAResidual(torch.autograd.Function):
             y.relu_()
         ctx.mark_dirty(x)
         ctx.relu, ctx.eca = relu, eca
+        dev = x.device.type
+        ctx.autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))  # replayed in backward
         ctx.save_for_backward(y, identity, pooled, s)
         return y
 
@@ -46,7 +48,8 @@ class _ECAResidual(torch.autograd.Function):
             dim=tuple(range(2, y.ndim)), dtype=torch.promote_types(y.dtype, torch.float32)
         )
         ds = torch.where(s > 0, ds / s.to(ds.dtype), 0).to(s.dtype)  # where s == 0 the gate's slope is 0 too
-        with torch.enable_grad():
+        enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
             pooled_ = pooled.detach().requires_grad_()
             grads = torch.autograd.grad(ctx.eca.gate(pooled_), [pooled_, *ctx.eca.parameters()], ds)
         d_pooled, d_params = grads[0], grads[1:]
