@@ -1,8 +1,10 @@
 """ecanet: ECA-Net (Wang et al., CVPR 2020) for PyTorch - attention layers, the paper's backbones,
-weights interop and complexity."""
+weights interop, complexity, training and evaluation."""
 
 from .attach import AttachReport, attach_eca
+from .classification import evaluate, train
 from .complexity import complexity
+from .config import TrainConfig, resolve
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
 from .models import create_model, list_models
 from .weights import (
@@ -33,4 +35,8 @@ __all__ = [
     "load_checkpoint",
     "read_weights",
     "save_weights",
+    "TrainConfig",
+    "evaluate",
+    "resolve",
+    "train",
 ]

@@ -154,6 +154,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     """Measure every model of ``cfg`` and return one row per model (see ``ecanet bench --help``)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.compile:  # every model shares the same forward code: give dynamo room for all their graphs
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 8 * len(cfg.models))
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 64 * len(cfg.models)
+        )
     runners = {spec: Runner(spec, cfg) for spec in cfg.models}
     for spec, r in runners.items():
         log(f"warm-up {spec}")

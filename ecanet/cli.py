@@ -13,6 +13,7 @@ import torch
 
 from .engine import TrainingError
 from .info import format_table, info_table
+from .models import parse_model_name
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -104,20 +105,27 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=kind or str, default=None, help=help_text)
 
 
+def _parse_eca_k(values: list[str]) -> str | list[int]:
+    if len(values) == 1 and values[0] in ("released", "adaptive"):
+        return values[0]
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--eca-k: expected 'released', 'adaptive' or odd ints, got {' '.join(values)}") from None
+
+
 def _train(args: argparse.Namespace) -> None:
+    from .classification import format_comparison, train
     from .config import FIELDS, resolve
-    from .train import format_comparison, train
 
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    if overrides.get("eca_k") and overrides["eca_k"] != ["released"] and overrides["eca_k"] != ["adaptive"]:
-        overrides["eca_k"] = [int(k) for k in overrides["eca_k"]]
-    elif overrides.get("eca_k"):
-        overrides["eca_k"] = overrides["eca_k"][0]
+    if overrides.get("eca_k"):
+        overrides["eca_k"] = _parse_eca_k(overrides["eca_k"])
     cfg = resolve(config_file=args.config, **overrides)
     if cfg.data is None and cfg.train_dir is None and args.compare is None:
-        arch = cfg.model.split("_", 1)[-1] if cfg.model.startswith("eca_") else None
-        if arch:  # the embedded default: the same network without attention, and with SE, alongside
-            cfg.compare = [arch, "se_" + arch]
+        attn, arch = parse_model_name(cfg.model)
+        if attn is not None:  # the embedded default: the same network without attention, and with SE, alongside
+            cfg.compare = [m for m in (arch, "se_" + arch) if m != cfg.model]
     summary = train(cfg)
     if "comparison" in summary:
         print(format_comparison(summary["comparison"]))
@@ -126,7 +134,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from .train import evaluate, load_for_eval
+    from .classification import evaluate, load_for_eval
 
     model = load_for_eval(args.weights, args.model, args.num_classes)
     val_dir = args.val_dir or (str(Path(args.data) / "val") if args.data else None)

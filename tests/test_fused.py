@@ -139,12 +139,13 @@ def test_fused_keeps_no_extra_full_size_activation():
     assert saved_bytes(fused, x) - saved_bytes(none, x) < full
 
 
-def test_fused_under_torch_compile():
+@pytest.mark.parametrize("kind", ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"])
+def test_fused_under_torch_compile(kind):
     torch.manual_seed(0)
-    block = BasicBlock(16, 16, attn="eca", kernel_size=3)
+    block, c = blocks("eca")[kind]
     plain = set_fused(copy.deepcopy(block), False)
     compiled = torch.compile(block)
-    x = torch.randn(2, 16, 8, 8)
+    x = torch.randn(2, c, 8, 8)
     (y1, gx1, gp1), (y2, gx2, gp2) = run(compiled, x), run(plain, x)
     torch.testing.assert_close(y1, y2, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(gx1, gx2, atol=1e-4, rtol=1e-3)

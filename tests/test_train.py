@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from ecanet import create_model, load_checkpoint
+from ecanet.classification import _lr_lambda, evaluate, train
 from ecanet.cli import main
 from ecanet.config import RECIPES, resolve
 from ecanet.data import ImageFolder, eval_transform
-from ecanet.train import _lr_lambda, evaluate, train
 
 RECORD_KEYS = {"epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "img_per_s", "seconds"}
 FAST = dict(model="eca_resnet20", image_size=16, batch_size=8, workers=0, lr=0.05, compare=[])
@@ -33,6 +33,7 @@ def test_short_run_lowers_loss_and_writes_every_file(image_data, tmp_path):
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     for name in ["checkpoint.pt", "config.json", "curves.png", "summary.json", "best.safetensors", "final.safetensors"]:
         assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     with Image.open(out / "curves.png") as im:
         im.verify()
     saved = json.loads((out / "summary.json").read_text())

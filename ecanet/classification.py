@@ -143,14 +143,15 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train ``cfg.model`` and return the run's summary (also written to OUT/summary.json)."""
+    """Train ``cfg.model`` (and the models of ``cfg.compare`` alike) and return the run's summary, also
+    written to OUT/summary.json."""
     ctx = init_distributed(cfg.device)
     try:
         summary = _train(cfg, ctx)
+        if cfg.compare:
+            summary["comparison"] = _compare(cfg, summary, ctx)
     finally:
         cleanup(ctx)
-    if cfg.compare and ctx.is_main:
-        summary["comparison"] = _compare(cfg, summary)
     return summary
 
 
@@ -252,6 +253,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> dict:
             )
         is_best = record["val_top1"] >= best_top1
         best_top1 = max(best_top1, record["val_top1"])
+        rng = _gather_rng(ctx)
         if ctx.is_main:
             _write_epoch(out, record, writer)
             save_atomic(
@@ -264,7 +266,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> dict:
                     "ema": ema.state_dict() if ema is not None else None,
                     "epoch": epoch,
                     "best_top1": best_top1,
-                    "rng": _gather_rng(ctx),
+                    "rng": rng,
                     "config": asdict(cfg),
                 },
                 out / "checkpoint.pt",
@@ -282,8 +284,6 @@ def _train(cfg: TrainConfig, ctx: Dist) -> dict:
                 record["val_top5"],
                 record["img_per_s"],
             )
-        else:
-            _gather_rng(ctx)
     barrier(ctx)
     summary = {
         "model": cfg.model,
@@ -342,14 +342,16 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _compare(cfg: TrainConfig, main_summary: dict) -> list[dict]:
+def _compare(cfg: TrainConfig, main_summary: dict, ctx: Dist) -> list[dict]:
     """Train every model of ``cfg.compare`` with the same settings; rows of test accuracy side by side."""
     rows = [main_summary]
     for name in cfg.compare:
         other = replace(cfg, model=name, output=str(Path(cfg.output) / "compare" / name), compare=[], resume=None)
-        rows.append(train(other))
-    table = [{k: r[k] for k in ("model", "params", "macs", "best_top1", "final_top1", "train_time_s")} for r in rows]
-    (Path(cfg.output) / "comparison.json").write_text(json.dumps(table, indent=2))
+        rows.append(_train(other, ctx))
+    keys = ("model", "params", "macs", "best_top1", "final_top1", "train_time_s")
+    table = [{k: r[k] for k in keys} for r in rows]
+    if ctx.is_main:
+        (Path(cfg.output) / "comparison.json").write_text(json.dumps(table, indent=2))
     return table
 
 
