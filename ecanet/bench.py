@@ -1,8 +1,8 @@
 """``ecanet bench``: throughput and memory of models measured side by side in one run (the analog of the
 efficiency columns of the paper's Table 2).
 
-Timed repeats of all models are interleaved (A B C A B C ...) after a warm-up, so a noisy shared machine
-slows every model alike; medians are reported with min and max, and ratios are to the first model.
+Timed repeats of all models are interleaved (A B C A B C ...) after a warm-up, inference first, then
+training, so a noisy shared machine slows every model alike; medians are reported with min and max, and ratios are to the first model.
 Peak memory of a training step is measured in a fresh subprocess per model: peak RSS on CPU (the kernel's
 high-water mark, reset just before the step), the CUDA allocator's peak on GPU.
 
@@ -165,13 +165,15 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         for _ in range(cfg.warmup):
             r.infer()
             r.train()
-    infer: dict[str, list[float]] = {s: [] for s in runners}
-    train: dict[str, list[float]] = {s: [] for s in runners}
-    for i in range(cfg.repeats):
-        for spec, r in runners.items():  # interleaved: A B C A B C ...
-            infer[spec].append(r.timed(r.infer))
-            train[spec].append(r.timed(r.train))
-        log(f"repeat {i + 1}/{cfg.repeats} done")
+    # Inference, then training, each interleaved across models (A B C A B C ...): a training step frees
+    # large buffers that the next step must fault in again, so mixing the phases would add noise.
+    timings: dict[str, dict[str, list[float]]] = {"infer": {s: [] for s in runners}, "train": {s: [] for s in runners}}
+    for phase, series in timings.items():
+        for i in range(cfg.repeats):
+            for spec, r in runners.items():
+                series[spec].append(r.timed(r.infer if phase == "infer" else r.train))
+            log(f"{phase}: repeat {i + 1}/{cfg.repeats} done")
+    infer, train = timings["infer"], timings["train"]
     rows = []
     for spec, r in runners.items():
         cost = complexity(r.model, (3, cfg.image_size, cfg.image_size))
