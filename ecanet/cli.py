@@ -128,6 +128,7 @@ def _train(args: argparse.Namespace) -> None:
             cfg.compare = [m for m in (arch, "se_" + arch) if m != cfg.model]
     summary = train(cfg)
     if "comparison" in summary:
+        print(f"{summary['data']}, {cfg.epochs} epochs, seed {cfg.seed}: test top-1 after the last and the best epoch")
         print(format_comparison(summary["comparison"]))
     else:
         print(json.dumps(summary, indent=2))
