@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .engine import TrainingError
+from .export import ExportError
 from .info import format_table, info_table
 from .models import parse_model_name
 
@@ -145,6 +146,26 @@ def _eval(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .export import export_model
+    from .models import create_model
+    from .weights import load_checkpoint
+
+    if args.weights is None and args.model is None:
+        raise ValueError("--model or --weights is required")
+    if args.weights is None:
+        logging.getLogger("ecanet").warning("no --weights: exporting %s with fresh random weights", args.model)
+        model = create_model(args.model, num_classes=args.num_classes)
+    elif args.model is None:
+        model = load_checkpoint(args.weights)
+    else:
+        model = load_checkpoint(args.weights, model=create_model(args.model, num_classes=args.num_classes))
+    result = export_model(model, args.output, args.format, args.image_size, args.tolerance)
+    print(
+        f"wrote {result['path']} ({result['format']}); largest absolute difference to PyTorch: {result['max_abs_diff']:.3g}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecanet", description="ECA-Net: Efficient Channel Attention toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="export to ONNX or TorchScript and check it against PyTorch")
+    p.add_argument("--model", help="zoo model (default: rebuilt from --weights)")
+    p.add_argument("--weights", help="weights file (any format load_checkpoint reads)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--output", required=True, help="file to write (.onnx or .pt)")
+    p.add_argument("--image-size", type=int, default=224, help="side of the sample batch used for the check")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest absolute difference allowed")
+    p.set_defaults(func=_export)
     return parser
 
 
@@ -196,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, TrainingError) as e:
+    except (ValueError, FileNotFoundError, TrainingError, ExportError) as e:
         print(f"ecanet {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
