@@ -146,6 +146,17 @@ def _eval(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _ablate_k(args: argparse.Namespace) -> None:
+    from .ablation import ablate_k, format_ablation
+    from .config import FIELDS, resolve
+
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS and k not in ("eca_k", "compare")}
+    overrides["model"] = args.model or "resnet20"
+    overrides["output"] = args.output or "runs/ablate_k"
+    rows = ablate_k(resolve(config_file=args.config, **overrides), args.ks, args.seeds)
+    print(format_ablation(rows))
+
+
 def _export(args: argparse.Namespace) -> None:
     from .export import export_model
     from .models import create_model
@@ -209,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("ablate-k", help="the paper's kernel-size study: k = 3, 5, 7, 9, adaptive, SE, none")
+    _add_train_flags(p)
+    p.add_argument("--ks", type=int, nargs="+", default=[3, 5, 7, 9], help="fixed kernel sizes to try")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and setting")
+    p.set_defaults(func=_ablate_k)
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript and check it against PyTorch")
     p.add_argument("--model", help="zoo model (default: rebuilt from --weights)")

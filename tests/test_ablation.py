@@ -1,0 +1,29 @@
+import json
+
+import pytest
+from PIL import Image
+
+from ecanet.ablation import ablate_k
+from ecanet.cli import main
+from ecanet.config import resolve
+
+
+def test_ablate_k_one_row_per_setting(image_data, tmp_path, capsys):
+    out = tmp_path / "abl"
+    args = ["ablate-k", "--data", str(image_data), "--model", "resnet20", "--ks", "3", "5", "--seeds", "0", "1"]
+    args += ["--epochs", "1", "--image-size", "16", "--batch-size", "8", "--workers", "0", "--output", str(out)]
+    assert main(args) == 0
+    rows = json.loads((out / "ablate_k.json").read_text())
+    assert [r["setting"] for r in rows] == ["k=3", "k=5", "adaptive", "SE", "none"]
+    assert [r["model"] for r in rows] == ["eca_resnet20"] * 3 + ["se_resnet20", "resnet20"]
+    assert all(len(r["top1"]) == 2 and r["std"] >= 0 for r in rows)
+    k5 = json.loads((out / "k=5" / "seed1" / "config.json").read_text())
+    assert k5["eca_k"] == [5, 5, 5] and k5["seed"] == 1
+    with Image.open(out / "ablate_k.png") as im:
+        im.verify()
+    assert "k=5" in capsys.readouterr().out
+
+
+def test_ablate_k_wants_the_plain_backbone(tmp_path):
+    with pytest.raises(ValueError, match="--model: give the backbone without attention"):
+        ablate_k(resolve(model="eca_resnet20", output=str(tmp_path)), [3], [0])
