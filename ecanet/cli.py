@@ -157,6 +157,29 @@ def _ablate_k(args: argparse.Namespace) -> None:
     print(format_ablation(rows))
 
 
+def _viz_model(args: argparse.Namespace):
+    from .models import create_model
+    from .weights import load_checkpoint
+
+    if args.weights is None:
+        raise ValueError("--weights is required (a figure of random weights shows nothing)")
+    if args.model is None:
+        return load_checkpoint(args.weights)
+    return load_checkpoint(args.weights, model=create_model(args.model, num_classes=args.num_classes))
+
+
+def _viz(args: argparse.Namespace) -> None:
+    from .viz import attention_figures, cam_figures
+
+    model = _viz_model(args)
+    if args.kind == "attention":
+        written = attention_figures(model, args.images, args.output, args.image_size)
+    else:
+        written = cam_figures(model, args.layer, args.images, args.output, args.image_size, args.cls)
+    for path in written:
+        print(path)
+
+
 def _export(args: argparse.Namespace) -> None:
     from .export import export_model
     from .models import create_model
@@ -226,6 +249,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=int, nargs="+", default=[3, 5, 7, 9], help="fixed kernel sizes to try")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed and setting")
     p.set_defaults(func=_ablate_k)
+
+    viz = sub.add_parser("viz", help="figures: channel attention per layer, Grad-CAM heatmaps")
+    kinds = viz.add_subparsers(dest="kind", required=True)
+    for kind, text in [
+        ("attention", "ECA/SE channel weights per layer, per image and across images"),
+        ("cam", "Grad-CAM heatmaps over the images"),
+    ]:
+        p = kinds.add_parser(kind, help=text)
+        p.add_argument("images", nargs="+", help="image files")
+        p.add_argument("--weights", help="weights file (any format load_checkpoint reads)")
+        p.add_argument("--model", help="zoo model (default: rebuilt from --weights)")
+        p.add_argument("--num-classes", type=int, default=None)
+        p.add_argument("--output", default="viz", help="folder for the PNG files")
+        p.add_argument("--image-size", type=int, default=224)
+        if kind == "cam":
+            p.add_argument("--layer", default="layer4", help="module whose activations are weighted (default layer4)")
+            p.add_argument("--class", dest="cls", type=int, default=None, help="class to explain (default: top-1)")
+        p.set_defaults(func=_viz)
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript and check it against PyTorch")
     p.add_argument("--model", help="zoo model (default: rebuilt from --weights)")
