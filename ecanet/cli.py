@@ -180,6 +180,12 @@ def _viz(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    print(build_report(args.run))
+
+
 def _export(args: argparse.Namespace) -> None:
     from .export import export_model
     from .models import create_model
@@ -267,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--layer", default="layer4", help="module whose activations are weighted (default layer4)")
             p.add_argument("--class", dest="cls", type=int, default=None, help="class to explain (default: top-1)")
         p.set_defaults(func=_viz)
+
+    p = sub.add_parser("report", help="a training output folder as one self-contained HTML page")
+    p.add_argument("run", help="the training output folder (OUT of ecanet train)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript and check it against PyTorch")
     p.add_argument("--model", help="zoo model (default: rebuilt from --weights)")
