@@ -25,3 +25,26 @@ def image_data(tmp_path) -> Path:
     make_image_folder(root / "train", {c: 8 for c in COLORS}, seed=0)
     make_image_folder(root / "val", {c: 4 for c in COLORS}, seed=1)
     return root
+
+
+@pytest.fixture
+def trained_run(image_data, tmp_path) -> Path:
+    """A finished 2-epoch eca_resnet20 run on ``image_data``; returns its output folder."""
+    from ecanet.classification import train
+    from ecanet.config import resolve
+
+    out = tmp_path / "run"
+    train(
+        resolve(
+            model="eca_resnet20",
+            data=str(image_data),
+            output=str(out),
+            epochs=2,
+            image_size=16,
+            batch_size=8,
+            workers=0,
+            lr=0.05,
+            compare=[],
+        )
+    )
+    return out

@@ -1,25 +1,10 @@
 import json
 
-from ecanet.classification import train
 from ecanet.cli import main
-from ecanet.config import resolve
 
 
-def test_report_renders_from_a_tiny_run(image_data, tmp_path, capsys):
-    out = tmp_path / "run"
-    train(
-        resolve(
-            model="eca_resnet20",
-            data=str(image_data),
-            output=str(out),
-            epochs=2,
-            image_size=16,
-            batch_size=8,
-            workers=0,
-            lr=0.05,
-            compare=[],
-        )
-    )
+def test_report_renders_from_a_tiny_run(trained_run, capsys):
+    out = trained_run
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert str(out / "report.html") in capsys.readouterr().out

@@ -114,3 +114,18 @@ def test_cli_errors_are_one_line(image_data, tmp_path, capsys):
 def test_sync_bn_needs_cuda(image_data, tmp_path):
     with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
         train(cfg(image_data, tmp_path / "o", sync_bn=True, device="cpu"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--eca-k", "3", "five"], "--eca-k: expected 'released', 'adaptive' or odd ints, got 3 five"),
+        (["--optimizer", "lion"], "--optimizer: unknown optimizer 'lion'"),
+        (["--schedule", "poly"], "--schedule: unknown schedule 'poly'"),
+        (["--recipe", "papr"], "--recipe: unknown recipe 'papr'"),
+    ],
+)
+def test_bad_training_flags(image_data, tmp_path, capsys, flags, message):
+    args = ["train", "--data", str(image_data), "--output", str(tmp_path / "o"), "--image-size", "16"]
+    assert main(args + ["--batch-size", "8", "--workers", "0", "--compare", *flags]) == 2
+    assert message in capsys.readouterr().err

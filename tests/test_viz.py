@@ -9,25 +9,8 @@ from ecanet.viz import channel_attention, grad_cam, load_images
 
 
 @pytest.fixture
-def trained(image_data, tmp_path):
-    from ecanet.classification import train
-    from ecanet.config import resolve
-
-    out = tmp_path / "run"
-    train(
-        resolve(
-            model="eca_resnet20",
-            data=str(image_data),
-            output=str(out),
-            epochs=2,
-            image_size=16,
-            batch_size=8,
-            workers=0,
-            lr=0.05,
-            compare=[],
-        )
-    )
-    return out / "final.safetensors"
+def trained(trained_run):
+    return trained_run / "final.safetensors"
 
 
 def test_channel_attention_matches_the_layers():
