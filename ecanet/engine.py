@@ -92,12 +92,12 @@ def train_one_epoch(
             raise TrainingError(f"non-finite loss ({float(loss_value)}) at epoch {epoch}, step {i}")
         if ctx.is_main and i % 10 == 0:
             elapsed = time.perf_counter() - start
-            bar.set_postfix(
-                loss=f"{float(totals['loss_sum']) / max(totals['n'], 1):.4f}",
-                acc=f"{100 * totals.get('correct1', 0) / max(totals['n'], 1):.1f}",
-                img_s=f"{totals['n'] * ctx.world_size / max(elapsed, 1e-9):.1f}",
-                lr=f"{optimizer.param_groups[0]['lr']:.4g}",
-            )
+            shown = {"loss": f"{float(totals['loss_sum']) / max(totals['n'], 1):.4f}"}
+            if "correct1" in totals:
+                shown["acc"] = f"{100 * float(totals['correct1']) / max(totals['n'], 1):.1f}"
+            shown["img_s"] = f"{totals['n'] * ctx.world_size / max(elapsed, 1e-9):.1f}"
+            shown["lr"] = f"{optimizer.param_groups[0]['lr']:.4g}"
+            bar.set_postfix(shown)
     return _reduce(totals, ctx, time.perf_counter() - start)
 
 
