@@ -1,44 +1,31 @@
 """Classification training and evaluation: ``ecanet.train(config)`` and ``ecanet.evaluate(...)``.
 
-A plain loop a reader can follow: build data and model, then per epoch ``train_one_epoch``, ``evaluate_loop``,
-record, checkpoint. Runs alone or under torchrun (DDP); only rank 0 writes files.
+This module builds the data and the model and defines the classification task (its step, validation and
+record fields); the epochs themselves run in the shared loop, ``ecanet.fit``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .complexity import complexity
-from .config import TrainConfig, save_config
+from .config import TrainConfig
 from .data import DataError, Digits, ImageFolder, check_batch_size, collate_skipping, eval_transform, image_folders
-from .distributed import Dist, barrier, cleanup, init_distributed
-from .engine import (
-    Precision,
-    TrainingError,
-    evaluate_loop,
-    load_training_checkpoint,
-    precision_for,
-    rng_state,
-    save_atomic,
-    set_rng_state,
-    train_one_epoch,
-)
+from .distributed import Dist, cleanup, init_distributed
+from .engine import Precision, evaluate_loop
+from .fit import Task, fit
 from .models import create_model, freeze_batchnorm, parse_model_name
 from .plots import plot_curves
 from .table import render_table
-from .weights import CheckpointError, load_checkpoint, load_state, read_weights, save_weights
+from .weights import load_checkpoint, load_state, read_weights
 
 log = logging.getLogger("ecanet")
 
@@ -100,27 +87,6 @@ def _loaders(cfg: TrainConfig, train: Dataset, val: Dataset, ctx: Dist) -> tuple
     return train_loader, val_loader
 
 
-def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
-    """Multiplier of the base lr at iteration i: linear warmup, then the schedule by (fractional) epoch."""
-
-    def factor(i: int) -> float:
-        epoch = i / steps_per_epoch
-        if epoch < cfg.warmup_epochs:
-            return (i + 1) / (cfg.warmup_epochs * steps_per_epoch)
-        if cfg.schedule == "step":
-            return cfg.gamma ** int(epoch // cfg.step_size)
-        if cfg.schedule == "exponential":
-            return cfg.gamma ** int(epoch)
-        if cfg.schedule == "cosine":
-            span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
-            return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
-        return 1.0
-
-    if cfg.schedule not in ("step", "exponential", "cosine", "constant"):
-        raise ValueError(f"--schedule: unknown schedule {cfg.schedule!r}")
-    return factor
-
-
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
     if cfg.pretrained:
@@ -177,169 +143,58 @@ def _train(cfg: TrainConfig, ctx: Dist) -> dict:
         raise ValueError("--sync-bn needs CUDA devices: torch's SyncBatchNorm runs on GPUs only")
     if cfg.sync_bn and ctx.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-        )
-    elif cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"--optimizer: unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
     train_loader, val_loader = _loaders(cfg, train_set, val_set, ctx)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, len(train_loader)))
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay
-        else None
-    )
-    precision = precision_for(ctx.device, cfg.amp, cfg.amp_dtype)
-
-    start_epoch, best_top1, records = 0, 0.0, []
-    if cfg.resume is not None:
-        path = Path(cfg.resume) if cfg.resume else out / "checkpoint.pt"
-        ckpt = load_training_checkpoint(path)
-        if ckpt.get("meta", {}).get("model") != cfg.model:
-            raise CheckpointError(
-                f"--resume: {path} is a checkpoint of {ckpt.get('meta', {}).get('model')}, not {cfg.model}"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if precision.scaler is not None and ckpt.get("scaler"):
-            precision.scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state_dict(ckpt["ema"])
-        start_epoch, best_top1 = ckpt["epoch"] + 1, ckpt["best_top1"]
-        set_rng_state(ckpt["rng"][ctx.rank] if ctx.rank < len(ckpt["rng"]) else ckpt["rng"][0])
-        records = _read_records(out / "metrics.jsonl", start_epoch)
-
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.json")
-        log.info(
-            "training %s on %s (%d classes) for %d epochs; output in %s", cfg.model, where, num_classes, cfg.epochs, out
-        )
-    writer = _tensorboard(out) if ctx.is_main else None
-    runner = DistributedDataParallel(model) if ctx.enabled else model
-    runner = torch.compile(runner) if cfg.compile else runner
     step = ClassificationStep(ctx.device, cfg.channels_last, cfg.label_smoothing)
-    eval_model = ema.module if ema is not None else model
 
-    started = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        train_loader.sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(runner, train_loader, step, optimizer, scheduler, precision, ctx, epoch, ema)
+    def validate(eval_model: nn.Module, precision: Precision) -> tuple[dict, float]:
         va = evaluate_loop(eval_model, val_loader, step, precision, ctx)
-        record = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": tr["loss_sum"] / max(tr["n"], 1),
-            "train_top1": _percent(tr, "correct1"),
+        fields = {
             "val_loss": va["loss_sum"] / max(va["n"], 1),
             "val_top1": _percent(va, "correct1"),
             "val_top5": _percent(va, "correct5"),
-            "img_per_s": tr["n"] / max(tr["seconds"], 1e-9),
-            "seconds": tr["seconds"] + va["seconds"],
-            "skipped_images": int(tr.get("skipped", 0) + va.get("skipped", 0)),
+            "val_seconds": va["seconds"],
+            "val_skipped": int(va.get("skipped", 0)),
         }
-        if not (math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])):
-            raise TrainingError(f"non-finite loss in epoch {epoch}; last good checkpoint kept in {out}")
-        records.append(record)
-        if record["skipped_images"] and ctx.is_main:
-            log.warning(
-                "epoch %d: skipped %d unreadable images, e.g. %s", epoch, record["skipped_images"], step.skipped[0]
-            )
-        is_best = record["val_top1"] >= best_top1
-        best_top1 = max(best_top1, record["val_top1"])
-        rng = _gather_rng(ctx)
-        if ctx.is_main:
-            _write_epoch(out, record, writer)
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "meta": dict(model.config),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": precision.scaler.state_dict() if precision.scaler else None,
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "epoch": epoch,
-                    "best_top1": best_top1,
-                    "rng": rng,
-                    "config": asdict(cfg),
-                },
-                out / "checkpoint.pt",
-            )
-            if is_best:
-                save_weights(eval_model, out / "best.safetensors")
-            plot_curves(records, out / "curves.png")
-            log.info(
-                "epoch %d: train loss %.4f top-1 %.2f | val loss %.4f top-1 %.2f top-5 %.2f | %.1f img/s",
-                epoch,
-                record["train_loss"],
-                record["train_top1"],
-                record["val_loss"],
-                record["val_top1"],
-                record["val_top5"],
-                record["img_per_s"],
-            )
-    barrier(ctx)
+        return fields, fields["val_top1"]
+
+    def train_fields(tr: dict) -> dict:
+        return {
+            "train_loss": tr["loss_sum"] / max(tr["n"], 1),
+            "train_top1": _percent(tr, "correct1"),
+            "img_per_s": tr["n"] / max(tr["seconds"], 1e-9),
+            "seconds": tr["seconds"],
+            "skipped_images": int(tr.get("skipped", 0)),
+        }
+
+    def describe(r: dict) -> str:
+        return (
+            f"train loss {r['train_loss']:.4f} top-1 {r['train_top1']:.2f} | val loss {r['val_loss']:.4f} "
+            f"top-1 {r['val_top1']:.2f} top-5 {r['val_top5']:.2f} | {r['img_per_s']:.1f} img/s"
+        )
+
+    if ctx.is_main:
+        log.info(
+            "training %s on %s (%d classes) for %d epochs; output in %s", cfg.model, where, num_classes, cfg.epochs, out
+        )
+    task = Task(model, train_loader, step, validate, train_fields, describe, plot_curves)
+    result = fit(task, cfg, ctx)
+    records = result["records"]
     summary = {
         "model": cfg.model,
         "data": where,
         "num_classes": num_classes,
         "epochs": cfg.epochs,
-        "best_top1": best_top1,
+        "best_top1": max((r["val_top1"] for r in records), default=None),
         "final_top1": records[-1]["val_top1"] if records else None,
         "final_top5": records[-1]["val_top5"] if records else None,
         "params": cost["params"],
         "macs": cost["macs"],
-        "train_time_s": time.perf_counter() - started,
+        "train_time_s": result["train_time_s"],
         "world_size": ctx.world_size,
     }
     if ctx.is_main:
-        save_weights(eval_model, out / "final.safetensors")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        if writer is not None:
-            writer.close()
     return summary
-
-
-def _gather_rng(ctx: Dist) -> list[dict]:
-    """RNG states of every process (rank order), so a resumed run draws the same numbers."""
-    state = rng_state()
-    if not ctx.enabled:
-        return [state]
-    gathered: list = [None] * ctx.world_size
-    torch.distributed.all_gather_object(gathered, state)
-    return gathered
-
-
-def _read_records(path: Path, upto: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in records if r["epoch"] < upto]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))  # epochs after the checkpoint are redone
-    return kept
-
-
-def _write_epoch(out: Path, record: dict, writer) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if writer is not None:
-        for key, value in record.items():
-            if key != "epoch":
-                writer.add_scalar(key, value, record["epoch"])
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _compare(cfg: TrainConfig, main_summary: dict, ctx: Dist) -> list[dict]:

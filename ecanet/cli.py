@@ -96,6 +96,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help_text = TRAIN_HELP.get(f.name)
         if f.name == "resume":
             p.add_argument(flag, nargs="?", const="", default=None, help=help_text)
+        elif f.name == "milestones":
+            p.add_argument(flag, type=int, nargs="+", default=None, help="multistep: epochs at which the lr decays")
         elif f.name in ("compare", "eca_k"):
             p.add_argument(flag, nargs="*" if f.name == "compare" else "+", default=None, help=help_text)
         elif kind is bool:

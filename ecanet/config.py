@@ -25,9 +25,10 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # step | cosine | exponential | constant
+    schedule: str = "cosine"  # step | multistep | cosine | exponential | constant
     step_size: int = 30  # step: epochs between decays
-    gamma: float = 0.1  # step / exponential: decay factor
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which the lr decays
+    gamma: float = 0.1  # step / multistep / exponential: decay factor
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA of weights

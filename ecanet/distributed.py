@@ -59,3 +59,15 @@ def barrier(ctx: Dist) -> None:
 def cleanup(ctx: Dist) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_gather_rng(ctx: Dist) -> list[dict]:
+    """RNG states of every process (rank order), so a resumed run draws the same numbers."""
+    from .engine import rng_state
+
+    state = rng_state()
+    if not ctx.enabled:
+        return [state]
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, state)
+    return gathered

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from ecanet import create_model, load_checkpoint
-from ecanet.classification import _lr_lambda, evaluate, train
+from ecanet.classification import evaluate, train
 from ecanet.cli import main
 from ecanet.config import RECIPES, resolve
 from ecanet.data import ImageFolder, eval_transform
+from ecanet.fit import lr_lambda
 
 RECORD_KEYS = {"epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "img_per_s", "seconds"}
 FAST = dict(model="eca_resnet20", image_size=16, batch_size=8, workers=0, lr=0.05, compare=[])
@@ -145,11 +146,13 @@ def test_recipes_and_overrides():
 
 
 def test_schedules():
-    step = _lr_lambda(resolve(recipe="paper"), steps_per_epoch=10)
+    step = lr_lambda(resolve(recipe="paper"), steps_per_epoch=10)
     assert step(0) == 1.0 and step(299) == 1.0 and step(300) == pytest.approx(0.1) and step(600) == pytest.approx(0.01)
-    expo = _lr_lambda(resolve(recipe="paper-mobilenet"), steps_per_epoch=10)
+    multi = lr_lambda(resolve(schedule="multistep", milestones=[8, 11], epochs=12), steps_per_epoch=10)
+    assert multi(79) == 1.0 and multi(80) == pytest.approx(0.1) and multi(110) == pytest.approx(0.01)
+    expo = lr_lambda(resolve(recipe="paper-mobilenet"), steps_per_epoch=10)
     assert expo(25) == pytest.approx(0.98**2)
-    cos = _lr_lambda(resolve(schedule="cosine", epochs=10, warmup_epochs=2), steps_per_epoch=10)
+    cos = lr_lambda(resolve(schedule="cosine", epochs=10, warmup_epochs=2), steps_per_epoch=10)
     assert cos(0) == pytest.approx(0.05) and cos(19) == pytest.approx(1.0) and cos(20) == pytest.approx(1.0)
     assert cos(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
 
@@ -159,6 +162,27 @@ def test_config_file_reuse(image_data, tmp_path, capsys):
     assert main(["train", *_cli_train(image_data, first)[4:], "--epochs", "1", "--recipe", "modern"]) == 0
     second = tmp_path / "second"
     assert main(["train", "--config", str(first / "config.json"), "--output", str(second), "--epochs", "1"]) == 0
+    third = tmp_path / "third"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(first / "config.json"),
+                "--output",
+                str(third),
+                "--epochs",
+                "1",
+                "--schedule",
+                "multistep",
+                "--milestones",
+                "1",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((third / "config.json").read_text())["milestones"] == [1, 3]
     c1, c2 = (json.loads((d / "config.json").read_text()) for d in (first, second))
     assert c2.pop("output") != c1.pop("output")
     assert c1 == c2 and c1["recipe"] == "modern" and c1["label_smoothing"] == 0.1

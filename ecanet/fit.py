@@ -1,0 +1,206 @@
+"""The shared training loop, for every task (classification today, detection next): optimizer and
+schedule, EMA, mixed precision, DDP, resume, and per epoch train, validate, record and checkpoint.
+
+A task brings its model, training loader, step function and validation; the loop brings the rest.
+Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from .config import TrainConfig, save_config
+from .distributed import Dist, all_gather_rng, barrier
+from .engine import (
+    Precision,
+    Step,
+    TrainingError,
+    load_training_checkpoint,
+    precision_for,
+    save_atomic,
+    set_rng_state,
+    train_one_epoch,
+)
+from .weights import CheckpointError, save_weights
+
+log = logging.getLogger("ecanet")
+
+
+@dataclass
+class Task:
+    """What a task brings to the loop.
+
+    ``validate(model, precision)`` returns the validation fields of the epoch record and a score (higher is
+    better) that picks the best weights; ``train_fields(totals)`` turns ``train_one_epoch``'s sums into
+    record fields; ``describe(record)`` is the epoch's log line; ``plot(records, path)`` draws the curves.
+    """
+
+    model: nn.Module
+    train_loader: DataLoader
+    step: Step
+    validate: Callable[[nn.Module, Precision], tuple[dict, float]]
+    train_fields: Callable[[dict], dict]
+    describe: Callable[[dict], str]
+    plot: Callable[[list[dict], Path], object] | None = None
+
+
+def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base lr at iteration i: linear warmup, then the schedule by (fractional) epoch."""
+    if cfg.schedule not in ("step", "multistep", "exponential", "cosine", "constant"):
+        raise ValueError(f"--schedule: unknown schedule {cfg.schedule!r}")
+
+    def factor(i: int) -> float:
+        epoch = i / steps_per_epoch
+        if epoch < cfg.warmup_epochs:
+            return (i + 1) / (cfg.warmup_epochs * steps_per_epoch)
+        if cfg.schedule == "step":
+            return cfg.gamma ** int(epoch // cfg.step_size)
+        if cfg.schedule == "multistep":
+            return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+        if cfg.schedule == "exponential":
+            return cfg.gamma ** int(epoch)
+        if cfg.schedule == "cosine":
+            span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+            return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
+        return 1.0
+
+    return factor
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"--optimizer: unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+
+def fit(task: Task, cfg: TrainConfig, ctx: Dist) -> dict:
+    """Run the epochs of ``cfg`` on ``task``; returns best_score, records, train_time_s and eval_model."""
+    out = Path(cfg.output)
+    model = task.model
+    optimizer = build_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(task.train_loader)))
+    ema = None
+    if cfg.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    precision = precision_for(ctx.device, cfg.amp, cfg.amp_dtype)
+    name = model.config.get("model") or model.config.get("kind")
+
+    start_epoch, best, records = 0, -math.inf, []
+    if cfg.resume is not None:
+        path = Path(cfg.resume) if cfg.resume else out / "checkpoint.pt"
+        ckpt = load_training_checkpoint(path)
+        if ckpt.get("meta", {}) != model.config:
+            raise CheckpointError(
+                f"--resume: {path} is a checkpoint of {ckpt.get('meta', {}).get('model', ckpt.get('meta'))}, not {name}"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if precision.scaler is not None and ckpt.get("scaler"):
+            precision.scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best_score"]
+        set_rng_state(ckpt["rng"][ctx.rank] if ctx.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        records = _read_records(out / "metrics.jsonl", start_epoch)
+
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.json")
+    writer = _tensorboard(out) if ctx.is_main else None
+    runner = DistributedDataParallel(model) if ctx.enabled else model
+    runner = torch.compile(runner) if cfg.compile else runner
+    eval_model = ema.module if ema is not None else model
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        task.train_loader.sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        totals = train_one_epoch(runner, task.train_loader, task.step, optimizer, scheduler, precision, ctx, epoch, ema)
+        val, score = task.validate(eval_model, precision)
+        record = {"epoch": epoch, "lr": lr, **task.train_fields(totals), **val}
+        if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss") if k in record):
+            raise TrainingError(f"non-finite loss in epoch {epoch}; last good checkpoint kept in {out}")
+        records.append(record)
+        skipped = getattr(task.step, "skipped", None)
+        if record.get("skipped_images") and skipped and ctx.is_main:
+            log.warning("epoch %d: skipped %d unreadable images, e.g. %s", epoch, record["skipped_images"], skipped[0])
+        is_best = score >= best
+        best = max(best, score)
+        rng = all_gather_rng(ctx)
+        if ctx.is_main:
+            _write_epoch(out, record, writer)
+            save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "meta": dict(model.config),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": precision.scaler.state_dict() if precision.scaler else None,
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "epoch": epoch,
+                    "best_score": best,
+                    "rng": rng,
+                    "config": asdict(cfg),
+                },
+                out / "checkpoint.pt",
+            )
+            if is_best:
+                save_weights(eval_model, out / "best.safetensors")
+            if task.plot is not None:
+                task.plot(records, out / "curves.png")
+            log.info("epoch %d: %s", epoch, task.describe(record))
+    barrier(ctx)
+    if ctx.is_main:
+        save_weights(eval_model, out / "final.safetensors")
+        if writer is not None:
+            writer.close()
+    return {
+        "best_score": best,
+        "records": records,
+        "train_time_s": time.perf_counter() - started,
+        "eval_model": eval_model,
+    }
+
+
+def _read_records(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in records if r["epoch"] < upto]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))  # epochs after the checkpoint are redone
+    return kept
+
+
+def _write_epoch(out: Path, record: dict, writer) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, int | float):
+                writer.add_scalar(key, value, record["epoch"])
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
