@@ -80,22 +80,48 @@ TRAIN_HELP = {
 }
 
 
+CLASSIFICATION_ONLY = {  # TrainConfig fields a detector does not use: no detection flag for them
+    "data",
+    "train_dir",
+    "val_dir",
+    "eca_k",
+    "compare",
+    "recipe",
+    "image_size",
+    "label_smoothing",
+    "augment",
+    "pretrained",
+    "num_classes",
+    "freeze_stages",
+    "channels_last",
+    "sync_bn",
+    "freeze_bn",
+}
 OPTIONAL_TYPES = {"lr": float, "num_classes": int, "image_size": int}  # fields whose default is None
 
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, all defaulting to None so that recipe and --config values apply."""
+def _add_train_flags(p: argparse.ArgumentParser, helps: dict | None = None, detection: bool = False) -> None:
+    """One flag per config field, all defaulting to None so that recipe and --config values apply."""
     from dataclasses import fields
 
     from .config import TrainConfig
 
+    if detection:
+        from .detection.train import DetectConfig as config_class
+    else:
+        config_class = TrainConfig
+    helps = {**TRAIN_HELP, **(helps or {})}
     p.add_argument("--config", help="a saved OUT/config.json to start from (flags override it)")
-    for f in fields(TrainConfig):
+    for f in fields(config_class):
+        if detection and f.name in CLASSIFICATION_ONLY:
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = type(f.default) if f.default is not None and not callable(f.default_factory) else None
-        help_text = TRAIN_HELP.get(f.name)
+        help_text = helps.get(f.name)
         if f.name == "resume":
             p.add_argument(flag, nargs="?", const="", default=None, help=help_text)
+        elif f.name in ("backbone_weights", "images", "annotations", "val_images", "val_annotations"):
+            p.add_argument(flag, default=None, help=help_text)
         elif f.name == "milestones":
             p.add_argument(flag, type=int, nargs="+", default=None, help="multistep: epochs at which the lr decays")
         elif f.name in ("compare", "eca_k"):
@@ -186,6 +212,56 @@ def _report(args: argparse.Namespace) -> None:
     from .report import build_report
 
     print(build_report(args.run))
+
+
+DETECT_HELP = {
+    "model": "faster_rcnn | mask_rcnn | retinanet",
+    "backbone": "zoo ImageNet ResNet (default eca_resnet50)",
+    "backbone_weights": "ImageNet weights of the backbone (ours, the authors' or torchvision's)",
+    "images": "training images folder",
+    "annotations": "training instances JSON (COCO format)",
+    "val_images": "validation images folder (default: the training one)",
+    "val_annotations": "validation instances JSON (default: the training one)",
+    "min_size": "shorter image side (default 800)",
+    "max_size": "longer image side at most (default 1333)",
+}
+
+
+def _detect(args: argparse.Namespace) -> None:
+    if args.action == "convert-masks":
+        from .detection.data import convert_masks
+
+        coco = convert_masks(args.images, args.masks, args.output)
+        print(f"wrote {args.output}: {len(coco['images'])} images, {len(coco['annotations'])} instances")
+        return
+    if args.action == "train":
+        from dataclasses import fields
+
+        from .config import load_config_file
+        from .detection.train import DetectConfig, train_detector
+
+        names = {f.name for f in fields(DetectConfig)}
+        values = load_config_file(args.config) if args.config else {}
+        values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+        if "eca_k" in values:
+            raise ValueError("--eca-k: detectors use the backbone's released kernel sizes")
+        values.setdefault("output", "runs/detect")
+        print(json.dumps(train_detector(DetectConfig(**values)), indent=2))
+        return
+    from .detection.train import load_detector
+
+    model = load_detector(args.weights)
+    if args.action == "eval":
+        from .detection.data import CocoDetection
+        from .detection.evaluate import coco_evaluate
+
+        data = CocoDetection(args.images, args.annotations, masks=model.config["kind"] == "mask_rcnn")
+        print(json.dumps(coco_evaluate(model, data, args.batch_size), indent=2))
+    else:
+        from .detection.predict import predict
+
+        rows = predict(model, args.images, args.output, args.score_threshold)
+        print(f"{sum(len(r['scores']) for r in rows)} detections in {len(rows)} images written to {args.output}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -279,6 +355,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="a training output folder as one self-contained HTML page")
     p.add_argument("run", help="the training output folder (OUT of ecanet train)")
     p.set_defaults(func=_report)
+
+    detect = sub.add_parser("detect", help="detection and instance segmentation with ECA backbones (COCO format)")
+    actions = detect.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("train", help="train Faster R-CNN, Mask R-CNN or RetinaNet")
+    _add_train_flags(p, DETECT_HELP, detection=True)
+    p.set_defaults(func=_detect)
+    p = actions.add_parser("eval", help="COCO AP of detector weights")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.set_defaults(func=_detect)
+    p = actions.add_parser("predict", help="draw detections on images and write them as JSON")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--output", default="predictions")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.set_defaults(func=_detect)
+    p = actions.add_parser("convert-masks", help="images + instance-mask PNGs to a COCO instances JSON")
+    p.add_argument("--images", required=True)
+    p.add_argument("--masks", required=True)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=_detect)
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript and check it against PyTorch")
     p.add_argument("--model", help="zoo model (default: rebuilt from --weights)")

@@ -49,7 +49,6 @@ class TrainConfig:
     freeze_bn: bool = False  # BatchNorm statistics and affine parameters fixed (small batches, fine-tuning)
     device: str | None = None
     compare: list[str] = field(default_factory=list)  # other models trained alike, reported in a table
-    print_freq: int = 20
 
 
 RECIPES: dict[str, dict] = {

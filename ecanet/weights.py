@@ -52,10 +52,12 @@ def _torch_load(path: Path, map_location: str | torch.device) -> object:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "")
+        reason = next((line.strip() for line in str(e).splitlines() if "unsupported" in line.lower()), "")
+        if "global" not in reason.lower():  # not a pickle of objects at all, e.g. a text or JSON file
+            raise CheckpointError(f"{path}: not a PyTorch or safetensors checkpoint ({reason or e})") from None
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain containers, "
-            f"which weights-only loading does not unpickle ({reason or 'unsafe pickle'})"
+            f"which weights-only loading does not unpickle ({reason})"
         ) from None
     except (RuntimeError, EOFError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(e).splitlines()[0][:120]})") from None

@@ -48,3 +48,35 @@ def trained_run(image_data, tmp_path) -> Path:
         )
     )
     return out
+
+
+def make_coco(root: Path, n_images: int = 4, size: int = 64, seed: int = 0) -> tuple[Path, Path]:
+    """Images with one or two bright rectangles each (categories 3 and 7) and their COCO instances JSON."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    images.mkdir(parents=True)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 3, "name": "bright"}, {"id": 7, "name": "dim"}]}
+    for i in range(1, n_images + 1):
+        arr = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+        for cat, value in ((3, 230), (7, 140))[: 1 + i % 2]:
+            x, y = (int(v) for v in rng.integers(0, size // 2, 2))
+            w, h = (int(v) for v in rng.integers(size // 4, size // 2, 2))
+            arr[y : y + h, x : x + w] = value
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
+        Image.fromarray(arr).save(images / f"{i}.png")
+        coco["images"].append({"id": i, "file_name": f"{i}.png", "width": size, "height": size})
+    ann = root / "instances.json"
+    ann.write_text(json.dumps(coco))
+    return images, ann

@@ -3,3 +3,5 @@
 from .models import KINDS, create_detector, resnet_fpn
 
 __all__ = ["KINDS", "create_detector", "resnet_fpn"]
+# Data, training, evaluation and prediction need pycocotools (the "detection" extra): import them from
+# ecanet.detection.data / .train / .evaluate / .predict.

@@ -3,6 +3,8 @@ boxes and polygon or RLE masks, checked on load; and the conversion of instance-
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -35,7 +37,8 @@ def load_coco(annotations: str | Path) -> COCO:
             raise DataError(f"--annotations: {path}: no {key!r} list (not a COCO instances file)")
     coco = COCO()
     coco.dataset = data
-    coco.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
     return coco
 
 

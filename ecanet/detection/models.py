@@ -63,5 +63,5 @@ def create_detector(
     freeze_batchnorm(net)
     fpn = resnet_fpn(net, trainable_layers, retinanet=kind == "retinanet")
     model = _BUILDERS[kind](fpn, num_classes=num_classes, **kwargs)
-    model.config = {"kind": kind, "backbone": backbone, "num_classes": num_classes}
+    model.config = {"model": kind, "kind": kind, "backbone": backbone, "num_classes": num_classes}
     return model

@@ -1,0 +1,133 @@
+import json
+
+import pytest
+from conftest import make_coco
+from PIL import Image
+
+from ecanet.cli import main
+
+
+@pytest.mark.parametrize("kind", ["faster_rcnn", "mask_rcnn"])
+def test_detect_train_eval_predict(kind, tmp_path, capsys):
+    images, ann = make_coco(tmp_path / "coco")
+    out = tmp_path / "run"
+    args = [
+        "detect",
+        "train",
+        "--model",
+        kind,
+        "--backbone",
+        "eca_resnet18",
+        "--images",
+        str(images),
+        "--annotations",
+        str(ann),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--min-size",
+        "64",
+        "--max-size",
+        "64",
+        "--workers",
+        "0",
+        "--lr",
+        "0.01",
+        "--output",
+        str(out),
+        "--trainable-layers",
+        "5",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert ("segm" in summary) == (kind == "mask_rcnn")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["train_loss"] == r["train_loss"] for r in records)  # finite (not NaN)
+    for name in ("checkpoint.pt", "final.safetensors", "config.json"):
+        assert (out / name).is_file()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "detect",
+                "eval",
+                "--weights",
+                str(out / "final.safetensors"),
+                "--images",
+                str(images),
+                "--annotations",
+                str(ann),
+            ]
+        )
+        == 0
+    )
+    assert "AP50" in json.loads(capsys.readouterr().out)["bbox"]
+    pred = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "detect",
+                "predict",
+                str(images / "1.png"),
+                "--weights",
+                str(out / "final.safetensors"),
+                "--output",
+                str(pred),
+                "--score-threshold",
+                "0",
+            ]
+        )
+        == 0
+    )
+    with Image.open(pred / "1_pred.png") as im:
+        assert im.size == (64, 64)
+    rows = json.loads((pred / "detections.json").read_text())
+    assert rows[0]["image"].endswith("1.png") and set(rows[0]) == {"image", "boxes", "labels", "scores"}
+    assert all(label in ("bright", "dim") for label in rows[0]["labels"])
+
+
+def test_detect_convert_masks_cli_and_errors(tmp_path, capsys):
+    import numpy as np
+
+    imgs, masks = tmp_path / "imgs", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    labels = np.zeros((20, 20), dtype=np.uint8)
+    labels[2:8, 2:8], labels[10:18, 10:16] = 1, 2
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(imgs / "p.png")
+    Image.fromarray(labels).save(masks / "p_mask.png")
+    assert (
+        main(
+            [
+                "detect",
+                "convert-masks",
+                "--images",
+                str(imgs),
+                "--masks",
+                str(masks),
+                "--output",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
+    assert "1 images, 2 instances" in capsys.readouterr().out
+    assert main(["detect", "train", "--images", str(imgs)]) == 2
+    assert "--annotations is required" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "detect",
+                "eval",
+                "--weights",
+                str(tmp_path / "c.json"),
+                "--images",
+                str(imgs),
+                "--annotations",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 2
+    )
+    assert "c.json: not a PyTorch or safetensors checkpoint" in capsys.readouterr().err
