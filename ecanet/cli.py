@@ -243,8 +243,6 @@ def _detect(args: argparse.Namespace) -> None:
         names = {f.name for f in fields(DetectConfig)}
         values = load_config_file(args.config) if args.config else {}
         values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
-        if "eca_k" in values:
-            raise ValueError("--eca-k: detectors use the backbone's released kernel sizes")
         values.setdefault("output", "runs/detect")
         print(json.dumps(train_detector(DetectConfig(**values)), indent=2))
         return

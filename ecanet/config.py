@@ -105,14 +105,19 @@ RECIPES: dict[str, dict] = {
 FIELDS = {f.name for f in fields(TrainConfig)}
 
 
-def load_config_file(path: str | Path) -> dict:
+def read_json(path: str | Path, flag: str, error: type[ValueError] = ValueError):
+    """The JSON in ``path``; a missing or corrupt file is one ``error`` naming the flag and the file."""
     path = Path(path)
     try:
-        values = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"--config: {path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config: {path}: not valid JSON ({e})") from None
+        raise error(f"{flag}: {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{flag}: {path}: not valid JSON ({e})") from None
+
+
+def load_config_file(path: str | Path) -> dict:
+    values = read_json(path, "--config")
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise ValueError(f"--config: {path}: unknown keys {unknown}")

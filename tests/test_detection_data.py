@@ -79,6 +79,12 @@ def test_bad_annotation_files(coco_dir, tmp_path):
     broken.write_text('{"images": [')
     with pytest.raises(DataError, match=r"--annotations: .*broken\.json: not valid JSON"):
         CocoDetection(images, broken)
+    with pytest.raises(DataError, match=r"--annotations: .*absent\.json: no such file"):
+        CocoDetection(images, tmp_path / "absent.json")
+    not_coco = tmp_path / "list.json"
+    not_coco.write_text('{"images": []}')
+    with pytest.raises(DataError, match=r"list\.json: no 'annotations' list \(not a COCO instances file\)"):
+        CocoDetection(images, not_coco)
 
 
 class Oracle(torch.nn.Module):

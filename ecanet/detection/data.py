@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from ..config import read_json
 from ..data import DataError, load_rgb
 
 log = logging.getLogger("ecanet")
@@ -26,12 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 def load_coco(annotations: str | Path) -> COCO:
     """pycocotools' COCO index of ``annotations``; corrupt JSON gets one line naming the file."""
     path = Path(annotations)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"--annotations: {path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"--annotations: {path}: not valid JSON ({e})") from None
+    data = read_json(path, "--annotations", DataError)
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise DataError(f"--annotations: {path}: no {key!r} list (not a COCO instances file)")

@@ -46,8 +46,6 @@ class DetectConfig(TrainConfig):
     schedule: str = "multistep"
     milestones: list[int] = field(default_factory=lambda: [8, 11])
     warmup_epochs: float = 0.1  # linear warmup (about 700 iterations of COCO at batch 16)
-    workers: int = 2
-    compare: list[str] = field(default_factory=list)
 
 
 class DetectionStep:
