@@ -7,27 +7,31 @@ import pytest
 import torch
 from torch import nn
 
-from ecanet import SE, complexity, create_model
+from ecanet import ECA, SE, complexity, create_model
 from ecanet.cli import main
+from ecanet.models import plain_formulation
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def hand_count_macs(model, size):
-    """Reference: multiply-accumulates of every Conv and Linear layer, from their output shapes."""
+    """Reference: multiply-accumulates of every Conv and Linear layer, from their output shapes; ECA's 1-D
+    convolution (k per channel, computed from its ``conv`` weight without calling the Conv1d module)."""
     total = 0
 
     def hook(m, inputs, out):
         nonlocal total
-        if isinstance(m, nn.Linear):
+        if isinstance(m, ECA):
+            total += out.shape[0] * out.shape[1] * m.kernel_size
+        elif isinstance(m, nn.Linear):
             total += out.numel() * m.in_features
         else:
             total += out.numel() * (m.in_channels // m.groups) * m.weight.shape[2:].numel()
 
     handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (ECA, nn.Conv2d, nn.Linear))
     ]
-    with torch.no_grad():
+    with torch.no_grad(), plain_formulation(model):  # attention called as modules, so their hooks run
         model.eval()(torch.zeros(1, 3, size, size))
     for h in handles:
         h.remove()

@@ -105,15 +105,19 @@ class ECA(nn.Module):
         return self.gate(spatial_mean(x))
 
     def gate(self, pooled: Tensor) -> Tensor:
-        """Channel weights from the pooled descriptor: (N, C) -> (N, C)."""
+        """Channel weights from the pooled descriptor: (N, C) -> (N, C).
+
+        The 1-D convolution over the channel vector is written as a product of each channel's window of k
+        neighbours with the kernel (``self.conv.weight``, so weights keep their names): the same arithmetic
+        as ``nn.Conv1d``, several times faster in backward on CPU, and counted by the FLOP counter alike.
+        """
+        k = self.kernel_size
+        p, mode = (k - 1) // 2, "constant" if self.padding == "zeros" else "circular"
+        windows = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1).unfold(1, k, 1)  # (N, C, k)
         if self.shared:
-            y = self.conv(pooled.unsqueeze(1)).squeeze(1)  # (N, 1, C): the channel vector as a 1-D signal
-        else:
-            p = (self.kernel_size - 1) // 2
-            mode = "constant" if self.padding == "zeros" else "circular"
-            y = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + 2p)
-            windows = y.unfold(1, self.kernel_size, 1)  # (N, C, k): channel c's neighbourhood
-            y = self.conv(windows).squeeze(-1)  # groups=C: one kernel per channel -> (N, C)
+            y = (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
+        else:  # ECA-NS: channel c's window times channel c's own kernel
+            y = (windows.transpose(0, 1) @ self.conv.weight.view(-1, k, 1)).squeeze(-1).t()
         return GATES[self.gate_name](y)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,11 +1,18 @@
-"""The fast ECA path: gate, residual addition and ReLU in one step that keeps no extra activation.
+"""The fast ECA path: the block's last BatchNorm, the ECA gate, the residual addition and the ReLU as one
+step, with the same maths as ``relu(eca(bn(x)) + identity)`` but less memory traffic and no extra
+activation kept for backward.
 
-Same maths as ``relu(x * s + identity)`` with s = ECA(x)'s weights, but:
-- the result is written into x's buffer (x is the last BatchNorm's output, which nothing else keeps:
-  BatchNorm's backward needs its input, not its output), so no fresh full-size tensor is allocated;
-- backward needs only y (the output), identity (which the next layer keeps anyway), the pooled vector and
-  s; the plain formulation also keeps x for the product's backward. Where y > 0, x * s = y - identity.
-- the gradient of the pooling is folded into the same pass as the gradient of the product.
+- Forward writes the gate, the addition and the ReLU into BatchNorm's fresh output in place, so no
+  full-size tensor is allocated beyond the ones plain ResNet allocates.
+- Backward keeps what plain ResNet keeps anyway (BatchNorm's input x, the block output y) plus per-channel
+  vectors. The plain formulation also keeps the pre-gate tensor for the product's backward, and the
+  shortcut tensor where it is a downsampling BatchNorm's output.
+- Backward computes BatchNorm's, the gate's and the pooling's gradients together: with G the gradient
+  after the ReLU, the gradient at the BatchNorm output is dz = s * G + d_pooled / HW, and every reduction
+  BatchNorm's backward needs follows from two per-(sample, channel) sums, sum_hw(G) and
+  sum_hw(G * (x - mean)). So d x = alpha * G + beta * x + delta with per-channel coefficients: one new
+  buffer, as many as plain ResNet's BatchNorm backward allocates (on a CPU a fresh full-size buffer costs
+  far more than a pass over memory already touched).
 
 Under torch.compile the plain formulation is used instead: Inductor fuses it into one kernel by itself.
 """
@@ -13,64 +20,139 @@ Under torch.compile the plain formulation is used instead: Inductor fuses it int
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .eca import ECA, broadcast_channels, spatial_mean
 
+FUSED_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, FrozenBatchNorm2d)
 
-class _ECAResidual(torch.autograd.Function):
+
+def is_fusable_norm(norm: nn.Module) -> bool:
+    """Whether ``eca_residual`` can run ``norm`` inside the fused step (BatchNorm and frozen BatchNorm;
+    SyncBatchNorm and other norms take the plain formulation)."""
+    return isinstance(norm, FUSED_NORMS)
+
+
+def _per_channel(v: Tensor, x: Tensor) -> Tensor:
+    """View a (C,) vector so that it broadcasts against x of shape (N, C, *S)."""
+    return v.view(-1, *([1] * (x.ndim - 2)))
+
+
+def _normalize(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """``norm(x)``, the per-channel mean and 1/std it normalised with, and whether those are the batch's."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        return norm(x), norm.running_mean, (norm.running_var + norm.eps).rsqrt(), False
+    # nn.BatchNorm's forward (torch.nn.modules.batchnorm), written out because the module does not return
+    # the batch statistics backward needs; the same native kernel, so outputs and running stats are equal.
+    norm._check_input_dim(x)
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    batch = norm.training or (norm.running_mean is None and norm.running_var is None)
+    track = not norm.training or norm.track_running_stats
+    running_mean, running_var = (norm.running_mean, norm.running_var) if track else (None, None)
+    out, mean, invstd = torch.native_batch_norm(
+        x, norm.weight, norm.bias, running_mean, running_var, batch, factor, norm.eps
+    )
+    if not batch:
+        mean, invstd = norm.running_mean, (norm.running_var + norm.eps).rsqrt()
+    return out, mean, invstd, batch
+
+
+def _gate_in_place(out: Tensor, s: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
+    """``act(out * s + identity)`` written into ``out``."""
+    sb = broadcast_channels(s, out)
+    y = out.mul_(sb) if identity is None else torch.addcmul(identity, out, sb, out=out)
+    return y.relu_() if relu else y
+
+
+def _channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor]:
+    """Per (sample, channel): sum_hw(g) and sum_hw(g * x_hat), x_hat = (x - mean) * invstd, in >= fp32.
+
+    For contiguous NCHW tensors this is BatchNorm's own backward reduction over an (1, N*C, HW) view of the
+    tensors: one pass over g and x that writes nothing full-size.
+    """
+    n, c = x.shape[:2]
+    if x.is_contiguous() and g.is_contiguous():
+        ones = torch.ones(n * c, dtype=mean.dtype, device=x.device)
+        view = (1, n * c, -1)
+        _, g_xhat, g_sum = torch.ops.aten.native_batch_norm_backward(
+            g.view(view), x.view(view), ones, None, None, mean.repeat(n), invstd.repeat(n), True, 0.0,
+            [False, True, True],
+        )
+        return g_sum.view(n, c), g_xhat.view(n, c)
+    dims = tuple(range(2, x.ndim))
+    x_hat = (x - _per_channel(mean, x)) * _per_channel(invstd, x)
+    return g.sum(dims, dtype=mean.dtype), (g * x_hat).sum(dims, dtype=mean.dtype)
+
+
+class _NormECAResidual(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, identity: Tensor | None, relu: bool, eca: ECA, *params: Tensor) -> Tensor:
-        pooled = spatial_mean(x)
-        s = eca.gate(pooled)
-        sb = broadcast_channels(s, x)
-        y = x.mul_(sb) if identity is None else torch.addcmul(identity, x, sb, out=x)
-        if relu:
-            y.relu_()
-        ctx.mark_dirty(x)
-        ctx.relu, ctx.eca = relu, eca
-        dev = x.device.type
-        ctx.autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))  # replayed in backward
-        ctx.save_for_backward(y, identity, pooled, s)
+    def forward(ctx, x: Tensor, identity: Tensor | None, relu: bool, norm: nn.Module, eca: ECA, *params: Tensor):
+        out, mean, invstd, batch = _normalize(norm, x)
+        acc = mean.dtype
+        scale = invstd if norm.weight is None else norm.weight.to(acc) * invstd  # out = scale * (x - mean) + bias
+        # the pooled descriptor mean_hw(out), from x's spatial means (BatchNorm is affine per channel)
+        x_centred = x.mean(tuple(range(2, x.ndim)), dtype=acc) - mean
+        pooled = scale * x_centred if norm.bias is None else torch.addcmul(norm.bias.to(acc), scale, x_centred)
+        pooled, xhat_mean = pooled.to(out.dtype), x_centred * invstd
+        # The gate's small graph is kept for backward (a few (N, C) tensors) rather than recomputed.
+        with torch.enable_grad():
+            pooled = pooled.requires_grad_()
+            s = eca.gate(pooled)
+        y = _gate_in_place(out, s.detach(), identity, relu)
+        ctx.relu, ctx.batch, ctx.has_identity = relu, batch, identity is not None
+        ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
+        ctx.gate = (pooled, s, list(eca.parameters()))
+        ctx.save_for_backward(x, y, mean, invstd, scale, xhat_mean, norm.weight, norm.bias)
         return y
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        y, identity, pooled, s = ctx.saved_tensors
+        x, y, mean, invstd, scale, xhat_mean, weight, bias = ctx.saved_tensors
         if ctx.relu:
             g = torch.ops.aten.threshold_backward(g, y, 0)  # ReLU's own backward: g where y > 0, else 0
-        # One fresh buffer serves first as scratch for the dot products, then as d x; writing into memory
-        # already touched is much cheaper on CPU than allocating a second full-size tensor.
-        dx = torch.empty_like(y)
-        # d s = sum_hw(g * x) = sum_hw(g * x * s) / s, and x * s = y - identity wherever g != 0.
-        xs = y if identity is None else torch.sub(y, identity, out=dx)
-        ds = torch.mul(g, xs, out=dx).sum(
-            dim=tuple(range(2, y.ndim)), dtype=torch.promote_types(y.dtype, torch.float32)
-        )
-        ds = torch.where(s > 0, ds / s.to(ds.dtype), 0).to(s.dtype)  # where s == 0 the gate's slope is 0 too
-        enabled, dtype = ctx.autocast
-        with torch.enable_grad(), torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
-            pooled_ = pooled.detach().requires_grad_()
-            grads = torch.autograd.grad(ctx.eca.gate(pooled_), [pooled_, *ctx.eca.parameters()], ds)
-        d_pooled, d_params = grads[0], grads[1:]
-        spatial = y[0, 0].numel()
-        # d x = g * s + d_pooled / HW: the product's and the pooling's gradients in one pass
-        torch.addcmul(broadcast_channels(d_pooled / spatial, y), g, broadcast_channels(s, y), out=dx)
-        return (dx, None if identity is None else g, None, None, *d_params)
+        acc, spatial = mean.dtype, x[0, 0].numel()
+        g_sum, g_xhat = _channel_sums(g, x, mean, invstd)
+        weight_ = 1 if weight is None else weight.to(acc)
+        ds = weight_ * g_xhat + (0 if bias is None else bias.to(acc) * g_sum)  # sum_hw(G * out)
+        pooled, s, eca_params = ctx.gate
+        # retain_graph: backward may run more than once over a retained outer graph (e.g. gradcheck)
+        d_pooled, *d_eca = torch.autograd.grad(s, [pooled, *eca_params], ds.to(s.dtype), retain_graph=True)
+        d_pooled, s = d_pooled.to(acc), s.detach().to(acc)
+
+        # dz = s * G + d_pooled / HW at the norm's output; its sums over samples and space:
+        d_bias = (s * g_sum + d_pooled).sum(0)
+        d_weight = (s * g_xhat + d_pooled * xhat_mean).sum(0)  # sum(dz * x_hat)
+        alpha = scale * s
+        delta = scale * d_pooled / spatial
+        if ctx.batch:  # batch statistics: the mean and variance depend on x too
+            count = x.numel() // x.shape[1]
+            beta = -scale * invstd * d_weight / count
+            delta = delta - scale * d_bias / count - beta * mean
+        dx = torch.addcmul(broadcast_channels(delta, x), g, broadcast_channels(alpha, x), out=torch.empty_like(x))
+        if ctx.batch:
+            dx.addcmul_(x, _per_channel(beta, x))
+        d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
+        return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_eca)
 
 
-def eca_residual(eca: ECA, x: Tensor, identity: Tensor | None = None, relu: bool = True) -> Tensor:
-    """``act(eca(x) + identity)`` where act is ReLU (``relu=True``) or nothing; x is overwritten.
+def eca_residual(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None = None, relu: bool = True) -> Tensor:
+    """``act(eca(norm(x)) + identity)`` where act is ReLU (``relu=True``) or nothing.
 
-    x must be a tensor nothing else needs (a BatchNorm output). Equal in value and gradient to the plain
-    formulation; less memory traffic and one full-size activation less kept for backward.
+    ``norm`` is the BatchNorm before the attention (``is_fusable_norm``). Equal in value and gradient to the
+    plain formulation, with less memory traffic and no extra activation kept for backward.
     """
-    eca.check_input(x)
+    if not is_fusable_norm(norm):
+        raise TypeError(f"eca_residual: cannot fuse {type(norm).__name__}; use the plain formulation")
     if torch.compiler.is_compiling():
-        out = eca(x) if identity is None else torch.addcmul(identity, x, broadcast_channels(eca.attention(x), x))
+        out = norm(x)
+        out = eca(out) if identity is None else torch.addcmul(identity, out, broadcast_channels(eca.attention(out), out))
         return out.relu() if relu else out
     if not torch.is_grad_enabled():
-        s = broadcast_channels(eca.gate(spatial_mean(x)), x)
-        y = x.mul_(s) if identity is None else torch.addcmul(identity, x, s, out=x)
-        return y.relu_() if relu else y
-    return _ECAResidual.apply(x, identity, relu, eca, *eca.parameters())
+        out = norm(x)
+        return _gate_in_place(out, eca.attention(out), identity, relu)
+    eca.check_input(x)
+    return _NormECAResidual.apply(x, identity, relu, norm, eca, *norm.parameters(), *eca.parameters())

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
 
 from ..layers import ECA, create_attention, eca_residual
+from ..layers.eca_fused import is_fusable_norm
 from .resnet import set_fused
 
 # t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
@@ -21,7 +22,7 @@ SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3
 
 class InvertedResidual(tv.InvertedResidual):
     """torchvision's inverted residual plus attention after the projection BN; with ECA and ``fused``
-    the gate and the shortcut addition run in place (``eca_residual``)."""
+    the projection BN, the gate and the shortcut addition run as one step (``eca_residual``)."""
 
     fused: bool = True
 
@@ -40,13 +41,13 @@ class InvertedResidual(tv.InvertedResidual):
             self.conv.append(create_attention(attn, oup, kernel_size))
 
     def forward(self, x: Tensor) -> Tensor:
-        *body, attn = self.conv
-        if not (self.fused and isinstance(attn, ECA)):
+        *body, norm, attn = self.conv
+        if not (self.fused and isinstance(attn, ECA) and is_fusable_norm(norm)):
             return super().forward(x)
         out = x
         for layer in body:
             out = layer(out)
-        return eca_residual(attn, out, x if self.use_res_connect else None, relu=False)
+        return eca_residual(attn, norm, out, x if self.use_res_connect else None, relu=False)
 
 
 class MobileNetV2(tv.MobileNetV2):

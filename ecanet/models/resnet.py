@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from torch import Tensor, nn
 
 from ..layers import ECA, attention_attribute, create_attention, eca_residual
+from ..layers.eca_fused import is_fusable_norm
 
 
 def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
@@ -45,10 +46,10 @@ def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class AttentionBlock(nn.Module):
-    """Shared tail of the residual blocks: attention on the branch, add the shortcut, ReLU.
+    """Shared tail of the residual blocks: last norm, attention on the branch, add the shortcut, ReLU.
 
-    With ``fused=True`` (default) ECA, the addition and the ReLU run as one in-place step that keeps no
-    extra activation for backward (``eca_residual``); ``fused=False`` keeps the plain formulation.
+    With ``fused=True`` (default) the BatchNorm, ECA, the addition and the ReLU run as one step that keeps
+    no extra activation for backward (``eca_residual``); ``fused=False`` keeps the plain formulation.
     """
 
     attn_name: str | None
@@ -59,10 +60,11 @@ class AttentionBlock(nn.Module):
         if attn is not None:
             self.add_module(self.attn_name, create_attention(attn, channels, kernel_size))
 
-    def _merge(self, out: Tensor, identity: Tensor) -> Tensor:
+    def _merge(self, out: Tensor, norm: nn.Module, identity: Tensor) -> Tensor:
         attn = getattr(self, self.attn_name) if self.attn_name is not None else None
-        if self.fused and isinstance(attn, ECA):
-            return eca_residual(attn, out, identity)
+        if self.fused and isinstance(attn, ECA) and is_fusable_norm(norm):
+            return eca_residual(attn, norm, out, identity)
+        out = norm(out)
         if attn is not None:
             out = attn(out)
         out += identity
@@ -94,8 +96,7 @@ class BasicBlock(AttentionBlock):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self._merge(out, identity)
+        return self._merge(self.conv2(out), self.bn2, identity)
 
 
 class Bottleneck(AttentionBlock):
@@ -128,8 +129,7 @@ class Bottleneck(AttentionBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self._merge(out, identity)
+        return self._merge(self.conv3(out), self.bn3, identity)
 
 
 class ResNet(nn.Module):
