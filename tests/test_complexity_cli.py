@@ -28,9 +28,7 @@ def hand_count_macs(model, size):
         else:
             total += out.numel() * (m.in_channels // m.groups) * m.weight.shape[2:].numel()
 
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (ECA, nn.Conv2d, nn.Linear))
-    ]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (ECA, nn.Conv2d, nn.Linear))]
     with torch.no_grad(), plain_formulation(model):  # attention called as modules, so their hooks run
         model.eval()(torch.zeros(1, 3, size, size))
     for h in handles:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .eca import ECA, broadcast_channels, spatial_mean
+from .eca import ECA, broadcast_channels
 
 FUSED_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, FrozenBatchNorm2d)
 
@@ -79,7 +79,15 @@ def _channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor) -> tuple[T
         ones = torch.ones(n * c, dtype=mean.dtype, device=x.device)
         view = (1, n * c, -1)
         _, g_xhat, g_sum = torch.ops.aten.native_batch_norm_backward(
-            g.view(view), x.view(view), ones, None, None, mean.repeat(n), invstd.repeat(n), True, 0.0,
+            g.view(view),
+            x.view(view),
+            ones,
+            None,
+            None,
+            mean.repeat(n),
+            invstd.repeat(n),
+            True,
+            0.0,
             [False, True, True],
         )
         return g_sum.view(n, c), g_xhat.view(n, c)
@@ -149,7 +157,9 @@ def eca_residual(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None =
         raise TypeError(f"eca_residual: cannot fuse {type(norm).__name__}; use the plain formulation")
     if torch.compiler.is_compiling():
         out = norm(x)
-        out = eca(out) if identity is None else torch.addcmul(identity, out, broadcast_channels(eca.attention(out), out))
+        out = (
+            eca(out) if identity is None else torch.addcmul(identity, out, broadcast_channels(eca.attention(out), out))
+        )
         return out.relu() if relu else out
     if not torch.is_grad_enabled():
         out = norm(x)
