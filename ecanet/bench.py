@@ -1,8 +1,11 @@
 """``ecanet bench``: throughput and memory of models measured side by side in one run (the analog of the
 efficiency columns of the paper's Table 2).
 
-Timed repeats of all models are interleaved (A B C A B C ...) after a warm-up, inference first, then
-training, so a noisy shared machine slows every model alike; medians are reported with min and max, and ratios are to the first model.
+Timed repeats of all models are interleaved after a warm-up, inference first, then training, so a noisy
+shared machine slows every model alike; the order rotates every repeat (A B C, B C A, C A B, ...) so that no
+model always runs right after the same other one. Throughputs are medians with min and max; a ratio is the
+median over repeats of the model's throughput over the first model's in the same repeat (paired, so slow
+spells of the machine cancel).
 Peak memory of a training step is measured in a fresh subprocess per model: peak RSS on CPU (the kernel's
 high-water mark, reset just before the step), the CUDA allocator's peak on GPU.
 
@@ -165,12 +168,14 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         for _ in range(cfg.warmup):
             r.infer()
             r.train()
-    # Inference, then training, each interleaved across models (A B C A B C ...): a training step frees
+    # Inference, then training, each interleaved across models in rotating order: a training step frees
     # large buffers that the next step must fault in again, so mixing the phases would add noise.
     timings: dict[str, dict[str, list[float]]] = {"infer": {s: [] for s in runners}, "train": {s: [] for s in runners}}
+    specs = list(runners)
     for phase, series in timings.items():
         for i in range(cfg.repeats):
-            for spec, r in runners.items():
+            for spec in specs[i % len(specs) :] + specs[: i % len(specs)]:
+                r = runners[spec]
                 series[spec].append(r.timed(r.infer if phase == "infer" else r.train))
             log(f"{phase}: repeat {i + 1}/{cfg.repeats} done")
     infer, train = timings["infer"], timings["train"]
@@ -195,10 +200,15 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         )
     base = rows[0]
     for row in rows:
-        row["infer_ratio"] = row["infer_img_s"] / base["infer_img_s"]
-        row["train_ratio"] = row["train_img_s"] / base["train_img_s"]
+        row["infer_ratio"] = _paired_ratio(infer[row["model"]], infer[base["model"]])
+        row["train_ratio"] = _paired_ratio(train[row["model"]], train[base["model"]])
         row["mem_ratio"] = row["train_peak_mem_mb"] / base["train_peak_mem_mb"] if cfg.memory else None
     return rows
+
+
+def _paired_ratio(values: list[float], base: list[float]) -> float:
+    """Median over repeats of value / base of the same repeat."""
+    return statistics.median(v / b for v, b in zip(values, base, strict=True))
 
 
 def format_rows(rows: list[dict]) -> str:

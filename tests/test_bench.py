@@ -3,7 +3,7 @@ import json
 import pytest
 from PIL import Image
 
-from ecanet.bench import build
+from ecanet.bench import _paired_ratio, build
 from ecanet.cli import main
 
 KEYS = {
@@ -31,11 +31,19 @@ def test_bench_tiny_models_writes_json_and_png(tmp_path, capsys):
         assert row["infer_img_s"] > 0 and row["train_img_s"] > 0 and row["train_peak_mem_mb"] > 0
         assert row["infer_img_s_min"] <= row["infer_img_s"] <= row["infer_img_s_max"]
     assert rows[0]["infer_ratio"] == rows[0]["train_ratio"] == rows[0]["mem_ratio"] == 1.0
-    assert rows[1]["infer_ratio"] == pytest.approx(rows[1]["infer_img_s"] / rows[0]["infer_img_s"])
+    for key in ("infer", "train"):  # a paired ratio lies within the ratios of the extremes
+        lo = rows[1][f"{key}_img_s_min"] / rows[0][f"{key}_img_s_max"]
+        hi = rows[1][f"{key}_img_s_max"] / rows[0][f"{key}_img_s_min"]
+        assert lo <= rows[1][f"{key}_ratio"] <= hi
     assert rows[1]["params"] - rows[0]["params"] == 9 * 3  # nine blocks, k = 3
     with Image.open(out_png) as im:
         im.verify()
     assert "eca_resnet20:plain" in capsys.readouterr().out
+
+
+def test_ratio_is_median_of_paired_ratios():
+    # repeat by repeat 3x, 1x, 2x: the paired median is 2, though the medians of the series are equal
+    assert _paired_ratio([3.0, 4.0, 10.0], [1.0, 4.0, 5.0]) == 2.0
 
 
 def test_bench_specs():

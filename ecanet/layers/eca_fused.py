@@ -100,7 +100,8 @@ class _NormECAResidual(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, identity: Tensor | None, relu: bool, norm: nn.Module, eca: ECA, *params: Tensor):
         out, mean, invstd, batch = _normalize(norm, x)
-        acc = mean.dtype
+        acc = torch.promote_types(x.dtype, torch.float32)  # per-channel arithmetic in >= fp32
+        mean, invstd = mean.to(acc), invstd.to(acc)
         scale = invstd if norm.weight is None else norm.weight.to(acc) * invstd  # out = scale * (x - mean) + bias
         # the pooled descriptor mean_hw(out), from x's spatial means (BatchNorm is affine per channel)
         x_centred = x.mean(tuple(range(2, x.ndim)), dtype=acc) - mean
