@@ -1,0 +1,76 @@
+"""Cost of ECA in the tail of a ResNet-50 bottleneck, stage by stage, without the rest of the network.
+
+The tail is what ECA changes: ``relu(bn3(x) + identity)`` in ResNet-50, ``relu(eca(bn3(x)) + identity)``
+in ECA-ResNet-50. Each variant runs forward + backward on the tensor shapes of the four stages (batch 16,
+224x224 input), with timed repeats interleaved; the table gives median milliseconds and the extra time over
+ResNet's tail, and the last line the extra per training step summed over the 3, 4, 6, 3 blocks of the stages.
+Whole-network timings (``ecanet bench``) carry the noise of everything else in the step; this isolates ECA.
+
+    python benchmarks/block_tail.py --repeats 21
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ecanet.layers import ECA, eca_residual
+
+STAGES = [(256, 56, 3, 5), (512, 28, 4, 5), (1024, 14, 6, 5), (2048, 7, 3, 7)]  # C, H=W, blocks, k (k3557)
+
+
+def tails(batch: int, channels: int, size: int, k: int) -> dict[str, Callable[[], None]]:
+    shape = (batch, channels, size, size)
+    x = torch.randn(shape, requires_grad=True)
+    identity = torch.randn(shape, requires_grad=True)
+    grad = torch.randn(shape)
+    bn, eca = nn.BatchNorm2d(channels), ECA(channels, k)
+
+    def resnet() -> None:
+        torch.relu_(bn(x * 1.0) + identity).backward(grad)
+
+    def eca_plain() -> None:
+        torch.relu_(eca(bn(x * 1.0)) + identity).backward(grad)
+
+    def eca_fast() -> None:
+        eca_residual(eca, bn, x * 1.0, identity).backward(grad)
+
+    return {"resnet50": resnet, "eca plain": eca_plain, "eca fast path": eca_fast}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    total: dict[str, float] = {}
+    print(f"{'stage shape':>22}  {'variant':>14}  {'ms':>8}  {'extra ms':>8}")
+    for channels, size, blocks, k in STAGES:
+        fns = tails(args.batch_size, channels, size, k)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for fn in fns.values():
+            fn()
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        base = statistics.median(times["resnet50"]) * 1e3
+        for name, series in times.items():
+            ms = statistics.median(series) * 1e3
+            total[name] = total.get(name, 0.0) + blocks * (ms - base)
+            shape = f"({args.batch_size}, {channels}, {size}, {size})"
+            print(f"{shape:>22}  {name:>14}  {ms:8.2f}  {ms - base:+8.2f}")
+    print("extra per training step (3, 4, 6, 3 blocks): " + ", ".join(f"{n} {v:+.1f} ms" for n, v in total.items()))
+
+
+if __name__ == "__main__":
+    main()
