@@ -1,6 +1,7 @@
 """Cost of ECA in the tail of a ResNet-50 bottleneck, stage by stage, without the rest of the network.
 
-The tail is what ECA changes: ``relu(bn3(x) + identity)`` in ResNet-50, ``relu(eca(bn3(x)) + identity)``
+The tail is what ECA changes: ``relu(bn3(x) + identity)`` in ResNet-50 (x * 1.0, the input, stands for
+conv3's output and is the same in every variant), ``relu(eca(bn3(x)) + identity)``
 in ECA-ResNet-50. Each variant runs forward + backward on the tensor shapes of the four stages (batch 16,
 224x224 input), with timed repeats interleaved; the table gives median milliseconds and the extra time over
 ResNet's tail, and the last line the extra per training step summed over the 3, 4, 6, 3 blocks of the stages.
@@ -31,11 +32,15 @@ def tails(batch: int, channels: int, size: int, k: int) -> dict[str, Callable[[]
     grad = torch.randn(shape)
     bn, eca = nn.BatchNorm2d(channels), ECA(channels, k)
 
-    def resnet() -> None:
-        torch.relu_(bn(x * 1.0) + identity).backward(grad)
+    def resnet() -> None:  # as torchvision's Bottleneck: in-place addition and ReLU
+        out = bn(x * 1.0)
+        out += identity
+        torch.relu_(out).backward(grad)
 
     def eca_plain() -> None:
-        torch.relu_(eca(bn(x * 1.0)) + identity).backward(grad)
+        out = eca(bn(x * 1.0))
+        out += identity
+        torch.relu_(out).backward(grad)
 
     def eca_fast() -> None:
         eca_residual(eca, bn, x * 1.0, identity).backward(grad)
