@@ -68,32 +68,26 @@ def _gate_in_place(out: Tensor, s: Tensor, identity: Tensor | None, relu: bool) 
     return y.relu_() if relu else y
 
 
-def _channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor]:
+def _channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
     """Per (sample, channel): sum_hw(g) and sum_hw(g * x_hat), x_hat = (x - mean) * invstd, in >= fp32.
 
     For contiguous NCHW tensors this is BatchNorm's own backward reduction over an (1, N*C, HW) view of the
-    tensors: one pass over g and x that writes nothing full-size.
+    tensors: one pass over g and x that writes nothing full-size. Other layouts (channels_last) cannot be
+    viewed so; they write g * (x - mean) into ``scratch``, a buffer of x's shape the caller overwrites later.
     """
     n, c = x.shape[:2]
     if x.is_contiguous() and g.is_contiguous():
         ones = torch.ones(n * c, dtype=mean.dtype, device=x.device)
         view = (1, n * c, -1)
+        mean, invstd = mean.repeat(n), invstd.repeat(n)
+        reduce_only = [False, True, True]
         _, g_xhat, g_sum = torch.ops.aten.native_batch_norm_backward(
-            g.view(view),
-            x.view(view),
-            ones,
-            None,
-            None,
-            mean.repeat(n),
-            invstd.repeat(n),
-            True,
-            0.0,
-            [False, True, True],
+            g.view(view), x.view(view), ones, None, None, mean, invstd, True, 0.0, reduce_only
         )
         return g_sum.view(n, c), g_xhat.view(n, c)
     dims = tuple(range(2, x.ndim))
-    x_hat = (x - _per_channel(mean, x)) * _per_channel(invstd, x)
-    return g.sum(dims, dtype=mean.dtype), (g * x_hat).sum(dims, dtype=mean.dtype)
+    g_xc = torch.sub(x, _per_channel(mean, x), out=scratch).mul_(g).sum(dims, dtype=mean.dtype)
+    return g.sum(dims, dtype=mean.dtype), g_xc * invstd
 
 
 class _NormECAResidual(torch.autograd.Function):
@@ -124,7 +118,8 @@ class _NormECAResidual(torch.autograd.Function):
         if ctx.relu:
             g = torch.ops.aten.threshold_backward(g, y, 0)  # ReLU's own backward: g where y > 0, else 0
         acc, spatial = mean.dtype, x[0, 0].numel()
-        g_sum, g_xhat = _channel_sums(g, x, mean, invstd)
+        dx = torch.empty_like(x)  # the one new full-size buffer (possibly scratch first)
+        g_sum, g_xhat = _channel_sums(g, x, mean, invstd, dx)
         weight_ = 1 if weight is None else weight.to(acc)
         ds = weight_ * g_xhat + (0 if bias is None else bias.to(acc) * g_sum)  # sum_hw(G * out)
         pooled, s, eca_params = ctx.gate
@@ -141,7 +136,7 @@ class _NormECAResidual(torch.autograd.Function):
             count = x.numel() // x.shape[1]
             beta = -scale * invstd * d_weight / count
             delta = delta - scale * d_bias / count - beta * mean
-        dx = torch.addcmul(broadcast_channels(delta, x), g, broadcast_channels(alpha, x), out=torch.empty_like(x))
+        torch.addcmul(broadcast_channels(delta, x), g, broadcast_channels(alpha, x), out=dx)
         if ctx.batch:
             dx.addcmul_(x, _per_channel(beta, x))
         d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
