@@ -131,6 +131,31 @@ def test_eca_residual_function_against_reference(norm_kind, identity, relu):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("norm_kind", ["train", "eval", "cumulative_average", "no_running_stats", "frozen"])
+def test_compiled_formulation_against_reference(norm_kind):
+    """Under torch.compile the fused step is written as one statistics reduction and one pointwise step;
+    it must give the modules' output, gradients and running statistics too."""
+    torch.manual_seed(0)
+    eca = ECA(32, 5)
+    nn.init.normal_(eca.conv.weight)
+    norm = random_norm(norm_kind).float()
+    ref_norm = copy.deepcopy(norm)
+    x = (torch.randn(2, 32, 6, 7) * 3 + 2).requires_grad_()
+    idt = torch.randn(2, 32, 6, 7, requires_grad=True)
+    compiled = torch.compile(lambda a, b: eca_residual(eca, norm, a, b), fullgraph=True)
+    got, ref = compiled(x, idt), (eca(ref_norm(x)) + idt).relu()
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    for a, b in zip(norm.buffers(), ref_norm.buffers()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(ref)
+    inputs = [x, idt, eca.conv.weight]
+    for a, b in zip(
+        torch.autograd.grad(got, inputs + list(norm.parameters()), g),
+        torch.autograd.grad(ref, inputs + list(ref_norm.parameters()), g),
+    ):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
 def test_gradcheck_fused_function():
     torch.manual_seed(0)
     eca = ECA(8, 3).double()

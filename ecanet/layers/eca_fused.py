@@ -39,26 +39,61 @@ def _per_channel(v: Tensor, x: Tensor) -> Tensor:
     return v.view(-1, *([1] * (x.ndim - 2)))
 
 
-def _normalize(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, bool]:
-    """``norm(x)``, the per-channel mean and 1/std it normalised with, and whether those are the batch's."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        return norm(x), norm.running_mean, (norm.running_var + norm.eps).rsqrt(), False
-    # nn.BatchNorm's forward (torch.nn.modules.batchnorm), written out because the module does not return
-    # the batch statistics backward needs; the same native kernel, so outputs and running stats are equal.
-    norm._check_input_dim(x)
+def _batch_norm_step(norm: nn.Module) -> tuple[bool, bool, float]:
+    """nn.BatchNorm's bookkeeping for one forward (torch.nn.modules.batchnorm): whether it normalises with
+    the batch's statistics, whether it updates running ones, and the momentum of that update."""
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
         factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
     batch = norm.training or (norm.running_mean is None and norm.running_var is None)
-    track = not norm.training or norm.track_running_stats
-    running_mean, running_var = (norm.running_mean, norm.running_var) if track else (None, None)
-    out, mean, invstd = torch.native_batch_norm(
-        x, norm.weight, norm.bias, running_mean, running_var, batch, factor, norm.eps
-    )
+    track = norm.track_running_stats and norm.running_mean is not None
+    return batch, batch and norm.training and track, factor
+
+
+def _normalize(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """``norm(x)``, the per-channel mean and 1/std it normalised with, and whether those are the batch's."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        return norm(x), norm.running_mean, (norm.running_var + norm.eps).rsqrt(), False
+    # BatchNorm's forward written out, because the module does not return the batch statistics backward
+    # needs; the same native kernel, so outputs and running statistics are equal.
+    norm._check_input_dim(x)
+    batch, update, factor = _batch_norm_step(norm)
+    running = (norm.running_mean, norm.running_var) if update or not batch else (None, None)
+    out, mean, invstd = torch.native_batch_norm(x, norm.weight, norm.bias, *running, batch, factor, norm.eps)
     if not batch:
         mean, invstd = norm.running_mean, (norm.running_var + norm.eps).rsqrt()
     return out, mean, invstd, batch
+
+
+def _compiled_formulation(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
+    """The same maths written for torch.compile: one reduction gives x's mean and variance per (sample,
+    channel), from which BatchNorm's batch statistics and ECA's pooled descriptor both follow; then one
+    pointwise step act(x * a + b + identity). Inductor turns each into one kernel, reading x no more often
+    than for plain ResNet, and derives the backward."""
+    dims = tuple(range(2, x.ndim))
+    if isinstance(norm, FrozenBatchNorm2d):
+        batch, update, factor = False, False, 0.0
+    else:
+        batch, update, factor = _batch_norm_step(norm)
+    if batch:  # the variance of the whole batch: mean variance within samples plus variance of the means
+        var_nc, mean_nc = torch.var_mean(x, dims, correction=0)
+        mean = mean_nc.mean(0)
+        var = (var_nc + (mean_nc - mean) ** 2).mean(0)
+        if update:
+            count = x.numel() // x.shape[1]
+            with torch.no_grad():
+                norm.running_mean.mul_(1 - factor).add_(factor * mean)
+                norm.running_var.mul_(1 - factor).add_(factor * count / (count - 1) * var)
+    else:
+        mean_nc, mean, var = x.mean(dims), norm.running_mean, norm.running_var
+    scale = (var + norm.eps).rsqrt()
+    scale = scale if norm.weight is None else scale * norm.weight
+    shift = -mean * scale if norm.bias is None else norm.bias - mean * scale
+    s = eca.gate((mean_nc * scale + shift).to(x.dtype))
+    y = torch.addcmul(broadcast_channels(shift * s, x), x, broadcast_channels(scale * s, x))
+    y = y if identity is None else y + identity
+    return y.relu() if relu else y
 
 
 def _gate_in_place(out: Tensor, s: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
@@ -152,11 +187,8 @@ def eca_residual(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None =
     if not is_fusable_norm(norm):
         raise TypeError(f"eca_residual: cannot fuse {type(norm).__name__}; use the plain formulation")
     if torch.compiler.is_compiling():
-        out = norm(x)
-        out = (
-            eca(out) if identity is None else torch.addcmul(identity, out, broadcast_channels(eca.attention(out), out))
-        )
-        return out.relu() if relu else out
+        eca.check_input(x)
+        return _compiled_formulation(eca, norm, x, identity, relu)
     if not torch.is_grad_enabled():
         out = norm(x)
         return _gate_in_place(out, eca.attention(out), identity, relu)
