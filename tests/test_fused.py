@@ -177,9 +177,15 @@ def test_unfusable_norm_is_refused_and_blocks_fall_back_to_plain():
     torch.testing.assert_close(block(x), set_fused(copy.deepcopy(block), False)(x))
 
 
-def test_inference_path_equals_plain_and_works_in_place():
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50"])
+def test_inference_path_equals_plain_and_works_in_place(name):
+    """eca_resnet50's bottlenecks also take the pooled descriptor from conv3's input mean here."""
     torch.manual_seed(0)
-    model = create_model("eca_resnet18").eval()
+    model = create_model(name).eval()
+    for m in model.modules():  # running statistics that are not the identity map
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.running_mean, -0.5, 0.5)
+            nn.init.uniform_(m.running_var, 0.5, 2.0)
     plain = set_fused(copy.deepcopy(model), False)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -215,10 +221,15 @@ def test_fused_keeps_no_more_than_resnet(kind):
     assert saved_bytes(fused, x) - saved_bytes(none, x) < full / 10
 
 
-@pytest.mark.parametrize("kind", ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"])
-def test_fused_under_torch_compile(kind):
+@pytest.mark.parametrize(
+    "kind,train",
+    [(kind, True) for kind in ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"]]
+    + [("bottleneck", False)],  # eval: the pooled descriptor from conv3's input mean, autograd through it
+)
+def test_fused_under_torch_compile(kind, train):
     torch.manual_seed(0)
     block, c = blocks("eca")[kind]
+    block.train(train)
     plain = set_fused(copy.deepcopy(block), False)
     compiled = torch.compile(block)
     x = torch.randn(2, c, 8, 8)

@@ -14,7 +14,8 @@ activation kept for backward.
   buffer, as many as plain ResNet's BatchNorm backward allocates (on a CPU a fresh full-size buffer costs
   far more than a pass over memory already touched).
 
-Under torch.compile the plain formulation is used instead: Inductor fuses it into one kernel by itself.
+Under torch.compile the step is written for Inductor instead (``_compiled_formulation``): it generates fused
+kernels and the backward itself; custom autograd code would only hide the maths from it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,22 @@ def _normalize(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, bool
     return out, mean, invstd, batch
 
 
-def _compiled_formulation(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
+def uses_running_stats(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises with fixed running statistics (eval mode, or frozen), i.e. is an affine
+    map per channel."""
+    return isinstance(norm, FrozenBatchNorm2d) or not (norm.training or norm.running_mean is None)
+
+
+def _affine(norm: nn.Module, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """(scale, shift) with norm's output = x * scale + shift, given the statistics it normalises with."""
+    scale = (var + norm.eps).rsqrt()
+    scale = scale if norm.weight is None else scale * norm.weight
+    return scale, (-mean * scale if norm.bias is None else norm.bias - mean * scale)
+
+
+def _compiled_formulation(
+    eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool, x_mean: Tensor | None
+) -> Tensor:
     """The same maths written for torch.compile: one reduction gives x's mean and variance per (sample,
     channel), from which BatchNorm's batch statistics and ECA's pooled descriptor both follow; then one
     pointwise step act(x * a + b + identity). Inductor turns each into one kernel, reading x no more often
@@ -86,10 +102,9 @@ def _compiled_formulation(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor
                 norm.running_mean.mul_(1 - factor).add_(factor * mean)
                 norm.running_var.mul_(1 - factor).add_(factor * count / (count - 1) * var)
     else:
-        mean_nc, mean, var = x.mean(dims), norm.running_mean, norm.running_var
-    scale = (var + norm.eps).rsqrt()
-    scale = scale if norm.weight is None else scale * norm.weight
-    shift = -mean * scale if norm.bias is None else norm.bias - mean * scale
+        mean_nc = x.mean(dims) if x_mean is None else x_mean
+        mean, var = norm.running_mean, norm.running_var
+    scale, shift = _affine(norm, mean, var)
     s = eca.gate((mean_nc * scale + shift).to(x.dtype))
     y = torch.addcmul(broadcast_channels(shift * s, x), x, broadcast_channels(scale * s, x))
     y = y if identity is None else y + identity
@@ -178,19 +193,32 @@ class _NormECAResidual(torch.autograd.Function):
         return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_eca)
 
 
-def eca_residual(eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None = None, relu: bool = True) -> Tensor:
+def eca_residual(
+    eca: ECA,
+    norm: nn.Module,
+    x: Tensor,
+    identity: Tensor | None = None,
+    relu: bool = True,
+    x_mean: Tensor | None = None,
+) -> Tensor:
     """``act(eca(norm(x)) + identity)`` where act is ReLU (``relu=True``) or nothing.
 
     ``norm`` is the BatchNorm before the attention (``is_fusable_norm``). Equal in value and gradient to the
-    plain formulation, with less memory traffic and no extra activation kept for backward.
+    plain formulation, with less memory traffic and no extra activation kept for backward. ``x_mean``, x's
+    spatial mean if the caller has it more cheaply than by reading x, is used where ``norm`` runs on
+    running statistics without autograd through this function (inference, torch.compile).
     """
     if not is_fusable_norm(norm):
         raise TypeError(f"eca_residual: cannot fuse {type(norm).__name__}; use the plain formulation")
     if torch.compiler.is_compiling():
         eca.check_input(x)
-        return _compiled_formulation(eca, norm, x, identity, relu)
+        return _compiled_formulation(eca, norm, x, identity, relu, x_mean)
     if not torch.is_grad_enabled():
         out = norm(x)
-        return _gate_in_place(out, eca.attention(out), identity, relu)
+        if x_mean is None or not uses_running_stats(norm):
+            return _gate_in_place(out, eca.attention(out), identity, relu)
+        eca.check_input(x)
+        scale, shift = _affine(norm, norm.running_mean, norm.running_var)
+        return _gate_in_place(out, eca.gate((x_mean * scale + shift).to(x.dtype)), identity, relu)
     eca.check_input(x)
     return _NormECAResidual.apply(x, identity, relu, norm, eca, *norm.parameters(), *eca.parameters())

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import ECA, attention_attribute, create_attention, eca_residual
-from ..layers.eca_fused import is_fusable_norm
+from ..layers.eca import spatial_mean
+from ..layers.eca_fused import is_fusable_norm, uses_running_stats
 
 
 def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
@@ -60,13 +63,17 @@ class AttentionBlock(nn.Module):
         if attn is not None:
             self.add_module(self.attn_name, create_attention(attn, channels, kernel_size))
 
-    def _merge(self, out: Tensor, norm: nn.Module, identity: Tensor) -> Tensor:
+    def _fused_attention(self, norm: nn.Module) -> ECA | None:
         attn = getattr(self, self.attn_name) if self.attn_name is not None else None
-        if self.fused and isinstance(attn, ECA) and is_fusable_norm(norm):
-            return eca_residual(attn, norm, out, identity)
+        return attn if self.fused and isinstance(attn, ECA) and is_fusable_norm(norm) else None
+
+    def _merge(self, out: Tensor, norm: nn.Module, identity: Tensor, x_mean: Tensor | None = None) -> Tensor:
+        fused = self._fused_attention(norm)
+        if fused is not None:
+            return eca_residual(fused, norm, out, identity, x_mean=x_mean)
         out = norm(out)
-        if attn is not None:
-            out = attn(out)
+        if self.attn_name is not None:
+            out = getattr(self, self.attn_name)(out)
         out += identity
         return self.relu(out)
 
@@ -129,7 +136,17 @@ class Bottleneck(AttentionBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        return self._merge(self.conv3(out), self.bn3, identity)
+        return self._merge(self.conv3(out), self.bn3, identity, self._conv3_mean(out))
+
+    def _conv3_mean(self, h: Tensor) -> Tensor | None:
+        """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
+        with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
+        the mean of its input, and h has a quarter of the channels to read."""
+        if self._fused_attention(self.bn3) is None or not uses_running_stats(self.bn3):
+            return None
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return None
+        return F.linear(spatial_mean(h), self.conv3.weight.flatten(1))
 
 
 class ResNet(nn.Module):
