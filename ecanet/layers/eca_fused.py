@@ -40,6 +40,12 @@ def _per_channel(v: Tensor, x: Tensor) -> Tensor:
     return v.view(-1, *([1] * (x.ndim - 2)))
 
 
+def uses_running_stats(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises with fixed running statistics (eval mode, or frozen), i.e. is an affine
+    map per channel."""
+    return isinstance(norm, FrozenBatchNorm2d) or not (norm.training or norm.running_mean is None)
+
+
 def _batch_norm_step(norm: nn.Module) -> tuple[bool, bool, float]:
     """nn.BatchNorm's bookkeeping for one forward (torch.nn.modules.batchnorm): whether it normalises with
     the batch's statistics, whether it updates running ones, and the momentum of that update."""
@@ -47,7 +53,7 @@ def _batch_norm_step(norm: nn.Module) -> tuple[bool, bool, float]:
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
         factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-    batch = norm.training or (norm.running_mean is None and norm.running_var is None)
+    batch = not uses_running_stats(norm)
     track = norm.track_running_stats and norm.running_mean is not None
     return batch, batch and norm.training and track, factor
 
@@ -65,12 +71,6 @@ def _normalize(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, bool
     if not batch:
         mean, invstd = norm.running_mean, (norm.running_var + norm.eps).rsqrt()
     return out, mean, invstd, batch
-
-
-def uses_running_stats(norm: nn.Module) -> bool:
-    """Whether ``norm`` normalises with fixed running statistics (eval mode, or frozen), i.e. is an affine
-    map per channel."""
-    return isinstance(norm, FrozenBatchNorm2d) or not (norm.training or norm.running_mean is None)
 
 
 def _affine(norm: nn.Module, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
