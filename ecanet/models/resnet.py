@@ -141,8 +141,11 @@ class Bottleneck(AttentionBlock):
     def _conv3_mean(self, h: Tensor) -> Tensor | None:
         """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
         with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
-        the mean of its input, and h has a quarter of the channels to read."""
+        the mean of its input, and h has a quarter of the channels to read. Only where the spatial size is
+        at least the channel count: on smaller maps the matrix product costs more than reading x."""
         if self._fused_attention(self.bn3) is None or not uses_running_stats(self.bn3):
+            return None
+        if h[0, 0].numel() < self.conv3.out_channels:
             return None
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return None
