@@ -50,6 +50,21 @@ def trained_run(image_data, tmp_path) -> Path:
     return out
 
 
+def add_box(coco: dict, image_id: int, category_id: int, x: int, y: int, w: int, h: int) -> None:
+    """Append a rectangle (box and polygon) to a COCO instances dict."""
+    coco["annotations"].append(
+        {
+            "id": len(coco["annotations"]) + 1,
+            "image_id": image_id,
+            "category_id": category_id,
+            "bbox": [x, y, w, h],
+            "area": w * h,
+            "iscrowd": 0,
+            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+        }
+    )
+
+
 def make_coco(root: Path, n_images: int = 4, size: int = 64, seed: int = 0) -> tuple[Path, Path]:
     """Images with one or two bright rectangles each (categories 3 and 7) and their COCO instances JSON."""
     import json
@@ -64,17 +79,7 @@ def make_coco(root: Path, n_images: int = 4, size: int = 64, seed: int = 0) -> t
             x, y = (int(v) for v in rng.integers(0, size // 2, 2))
             w, h = (int(v) for v in rng.integers(size // 4, size // 2, 2))
             arr[y : y + h, x : x + w] = value
-            coco["annotations"].append(
-                {
-                    "id": len(coco["annotations"]) + 1,
-                    "image_id": i,
-                    "category_id": cat,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
-                }
-            )
+            add_box(coco, i, cat, x, y, w, h)
         Image.fromarray(arr).save(images / f"{i}.png")
         coco["images"].append({"id": i, "file_name": f"{i}.png", "width": size, "height": size})
     ann = root / "instances.json"

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import add_box
 from PIL import Image
 
 from ecanet.data import DataError
@@ -25,18 +26,7 @@ def coco_dir(tmp_path):
         arr = np.zeros((32, 40, 3), dtype=np.uint8)
         for cat, x, y, w, h in shapes:
             arr[y : y + h, x : x + w] = 200 if cat == 3 else 90
-            poly = [x, y, x + w, y, x + w, y + h, x, y + h]
-            coco["annotations"].append(
-                {
-                    "id": len(coco["annotations"]) + 1,
-                    "image_id": i,
-                    "category_id": cat,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                    "segmentation": [poly],
-                }
-            )
+            add_box(coco, i, cat, x, y, w, h)
         Image.fromarray(arr).save(images / f"{i}.png")
         coco["images"].append({"id": i, "file_name": f"{i}.png", "width": 40, "height": 32})
     ann = tmp_path / "instances.json"
