@@ -2,7 +2,7 @@
 step, with the same maths as ``relu(eca(bn(x)) + identity)`` but less memory traffic and no extra
 activation kept for backward.
 
-- Forward writes the gate, the addition and the ReLU into BatchNorm's fresh output in place, so no
+- In training, forward writes the gate, the addition and the ReLU into BatchNorm's fresh output in place, so no
   full-size tensor is allocated beyond the ones plain ResNet allocates.
 - Backward keeps what plain ResNet keeps anyway (BatchNorm's input x, the block output y) plus per-channel
   vectors. The plain formulation also keeps the pre-gate tensor for the product's backward, and the
@@ -14,8 +14,11 @@ activation kept for backward.
   buffer, as many as plain ResNet's BatchNorm backward allocates (on a CPU a fresh full-size buffer costs
   far more than a pass over memory already touched).
 
-Under torch.compile the step is written for Inductor instead (``_compiled_formulation``): it generates fused
-kernels and the backward itself; custom autograd code would only hide the maths from it.
+Without autograd through the step (inference), and under torch.compile, the step is plain tensor operations
+instead (``_affine_step``): once its statistics are known BatchNorm is an affine map per channel, so act(x * scale * s + shift * s +
+identity) needs no BatchNorm output at all, and in eager inference the blocks let it overwrite their
+convolution's output. Inductor generates fused kernels and the backward from the same operations; custom
+autograd code would only hide the maths from it.
 """
 
 from __future__ import annotations
@@ -80,13 +83,10 @@ def _affine(norm: nn.Module, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]
     return scale, (-mean * scale if norm.bias is None else norm.bias - mean * scale)
 
 
-def _compiled_formulation(
-    eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool, x_mean: Tensor | None
-) -> Tensor:
-    """The same maths written for torch.compile: one reduction gives x's mean and variance per (sample,
-    channel), from which BatchNorm's batch statistics and ECA's pooled descriptor both follow; then one
-    pointwise step act(x * a + b + identity). Inductor turns each into one kernel, reading x no more often
-    than for plain ResNet, and derives the backward."""
+def _statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """x's spatial mean per (sample, channel) and the per-channel (scale, shift) with norm(x) = x * scale +
+    shift; with batch statistics, running ones are updated as BatchNorm does. One reduction over x gives
+    its mean and variance per (sample, channel), from which BatchNorm's batch statistics follow too."""
     dims = tuple(range(2, x.ndim))
     if isinstance(norm, FrozenBatchNorm2d):
         batch, update, factor = False, False, 0.0
@@ -104,11 +104,27 @@ def _compiled_formulation(
     else:
         mean_nc = x.mean(dims) if x_mean is None else x_mean
         mean, var = norm.running_mean, norm.running_var
-    scale, shift = _affine(norm, mean, var)
+    return (mean_nc, *_affine(norm, mean, var))
+
+
+def _affine_step(
+    eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool, x_mean: Tensor | None, inplace: bool
+) -> Tensor:
+    """The fused step as plain tensor operations: act(x * scale * s + shift * s + identity), with s the
+    gate of the pooled descriptor mean_hw(norm(x)) = mean_hw(x) * scale + shift.
+
+    Under torch.compile, Inductor turns the statistics into one reduction and the rest into one pointwise
+    kernel, and derives the backward. In eager inference (``inplace``) the result is written into x itself:
+    BatchNorm's own output would be a fresh full-size buffer, which on a CPU costs more than all the
+    passes over it (the pages of a large new buffer are faulted in one by one).
+    """
+    mean_nc, scale, shift = _statistics(norm, x, x_mean)
     s = eca.gate((mean_nc * scale + shift).to(x.dtype))
-    y = torch.addcmul(broadcast_channels(shift * s, x), x, broadcast_channels(scale * s, x))
-    y = y if identity is None else y + identity
-    return y.relu() if relu else y
+    a, b = broadcast_channels((scale * s).to(x.dtype), x), broadcast_channels((shift * s).to(x.dtype), x)
+    out = x if inplace else None
+    y = torch.mul(x, a, out=out) if identity is None else torch.addcmul(identity, x, a, out=out)
+    y = y.add_(b)
+    return y.relu_() if relu else y
 
 
 def _gate_in_place(out: Tensor, s: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
@@ -200,25 +216,20 @@ def eca_residual(
     identity: Tensor | None = None,
     relu: bool = True,
     x_mean: Tensor | None = None,
+    inplace: bool = False,
 ) -> Tensor:
     """``act(eca(norm(x)) + identity)`` where act is ReLU (``relu=True``) or nothing.
 
     ``norm`` is the BatchNorm before the attention (``is_fusable_norm``). Equal in value and gradient to the
     plain formulation, with less memory traffic and no extra activation kept for backward. ``x_mean``, x's
     spatial mean if the caller has it more cheaply than by reading x, is used where ``norm`` runs on
-    running statistics without autograd through this function (inference, torch.compile).
+    running statistics without autograd through this function (inference, torch.compile). ``inplace``
+    lets the result overwrite x when no gradient is recorded (the blocks pass their convolution's output,
+    which nothing else reads).
     """
     if not is_fusable_norm(norm):
         raise TypeError(f"eca_residual: cannot fuse {type(norm).__name__}; use the plain formulation")
-    if torch.compiler.is_compiling():
-        eca.check_input(x)
-        return _compiled_formulation(eca, norm, x, identity, relu, x_mean)
-    if not torch.is_grad_enabled():
-        out = norm(x)
-        if x_mean is None or not uses_running_stats(norm):
-            return _gate_in_place(out, eca.attention(out), identity, relu)
-        eca.check_input(x)
-        scale, shift = _affine(norm, norm.running_mean, norm.running_var)
-        return _gate_in_place(out, eca.gate((x_mean * scale + shift).to(x.dtype)), identity, relu)
     eca.check_input(x)
-    return _NormECAResidual.apply(x, identity, relu, norm, eca, *norm.parameters(), *eca.parameters())
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return _NormECAResidual.apply(x, identity, relu, norm, eca, *norm.parameters(), *eca.parameters())
+    return _affine_step(eca, norm, x, identity, relu, x_mean, inplace and not torch.is_grad_enabled())

@@ -47,7 +47,7 @@ class InvertedResidual(tv.InvertedResidual):
         out = x
         for layer in body:
             out = layer(out)
-        return eca_residual(attn, norm, out, x if self.use_res_connect else None, relu=False)
+        return eca_residual(attn, norm, out, x if self.use_res_connect else None, relu=False, inplace=True)
 
 
 class MobileNetV2(tv.MobileNetV2):

@@ -70,7 +70,7 @@ class AttentionBlock(nn.Module):
     def _merge(self, out: Tensor, norm: nn.Module, identity: Tensor, x_mean: Tensor | None = None) -> Tensor:
         fused = self._fused_attention(norm)
         if fused is not None:
-            return eca_residual(fused, norm, out, identity, x_mean=x_mean)
+            return eca_residual(fused, norm, out, identity, x_mean=x_mean, inplace=True)
         out = norm(out)
         if self.attn_name is not None:
             out = getattr(self, self.attn_name)(out)
