@@ -131,6 +131,34 @@ def test_eca_residual_function_against_reference(norm_kind, identity, relu):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("norm_kind", list(NORMS))
+@pytest.mark.parametrize("identity,relu", [(True, True), (False, False)])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_eca_residual_without_grad_against_reference(norm_kind, identity, relu, inplace):
+    """Without autograd (inference) the step is one affine map per (sample, channel): the modules' output
+    and running statistics; x is overwritten only when asked, the shortcut never."""
+    torch.manual_seed(0)
+    eca = ECA(32, 5).double()
+    nn.init.normal_(eca.conv.weight)
+    norm = random_norm(norm_kind)
+    ref_norm = copy.deepcopy(norm)
+    x = torch.randn(2, 32, 6, 7, dtype=torch.float64) * 3 + 2
+    idt = torch.randn_like(x) if identity else None
+    x_before, idt_before = x.clone(), None if idt is None else idt.clone()
+    with torch.no_grad():
+        ref = eca(ref_norm(x)) + (0 if idt is None else idt)
+        ref = ref.relu() if relu else ref
+        got = eca_residual(eca, norm, x, idt, relu=relu, inplace=inplace)
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(norm.buffers(), ref_norm.buffers()):
+        torch.testing.assert_close(a, b)
+    assert (got.data_ptr() == x.data_ptr()) == inplace
+    if not inplace:
+        assert torch.equal(x, x_before)
+    if idt is not None:
+        assert torch.equal(idt, idt_before)
+
+
 @pytest.mark.parametrize("norm_kind", ["train", "eval", "cumulative_average", "no_running_stats", "frozen"])
 def test_compiled_formulation_against_reference(norm_kind):
     """Under torch.compile the fused step is written as one statistics reduction and one pointwise step;
@@ -177,9 +205,10 @@ def test_unfusable_norm_is_refused_and_blocks_fall_back_to_plain():
     torch.testing.assert_close(block(x), set_fused(copy.deepcopy(block), False)(x))
 
 
-@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50"])
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
 def test_inference_path_equals_plain_and_works_in_place(name):
-    """eca_resnet50's bottlenecks also take the pooled descriptor from conv3's input mean here."""
+    """The blocks write the step into their convolution's output; eca_resnet50's bottlenecks also take the
+    pooled descriptor from conv3's input mean here."""
     torch.manual_seed(0)
     model = create_model(name).eval()
     for m in model.modules():  # running statistics that are not the identity map
@@ -192,6 +221,19 @@ def test_inference_path_equals_plain_and_works_in_place(name):
         torch.testing.assert_close(model(x), plain(x))
     with torch.inference_mode():
         torch.testing.assert_close(model(x), plain(x))
+
+
+def test_inference_under_bf16_autocast_as_accurate_as_plain():
+    torch.manual_seed(0)
+    model = create_model("eca_resnet50").eval()
+    plain = set_fused(copy.deepcopy(model), False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = copy.deepcopy(plain).double()(x.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fused_out, plain_out = model(x), plain(x)
+    assert fused_out.dtype == plain_out.dtype == torch.bfloat16
+    assert rel_err(fused_out, ref) <= max(2 * rel_err(plain_out, ref), 2e-2)
 
 
 def saved_bytes(block, x):
