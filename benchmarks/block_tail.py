@@ -2,9 +2,12 @@
 
 The tail is what ECA changes: ``relu(bn3(x) + identity)`` in ResNet-50 (x * 1.0, the input, stands for
 conv3's output and is the same in every variant), ``relu(eca(bn3(x)) + identity)``
-in ECA-ResNet-50. Each variant runs forward + backward on the tensor shapes of the four stages (batch 16,
-224x224 input), with timed repeats interleaved; the table gives median milliseconds and the extra time over
-ResNet's tail, and the last line the extra per training step summed over the 3, 4, 6, 3 blocks of the stages.
+in ECA-ResNet-50. Each variant runs a training step (forward + backward) and an inference step (forward
+without autograd; the fast path writes into conv3's output as the blocks do, but reads the pooled
+descriptor from x, where the bottleneck reads conv3's smaller input at stages 1-2) on the tensor shapes of the
+four stages (batch 16, 224x224 input), with timed repeats interleaved; the table gives median milliseconds
+and the extra time over ResNet's tail, and the last lines the extra per step summed over the 3, 4, 6, 3
+blocks of the stages (negative: faster than ResNet's tail).
 Whole-network timings (``ecanet bench``) carry the noise of everything else in the step; this isolates ECA.
 
     python benchmarks/block_tail.py --repeats 21
@@ -25,27 +28,54 @@ from ecanet.layers import ECA, eca_residual
 STAGES = [(256, 56, 3, 5), (512, 28, 4, 5), (1024, 14, 6, 5), (2048, 7, 3, 7)]  # C, H=W, blocks, k (k3557)
 
 
-def tails(batch: int, channels: int, size: int, k: int) -> dict[str, Callable[[], None]]:
+def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str, Callable[[], None]]:
     shape = (batch, channels, size, size)
-    x = torch.randn(shape, requires_grad=True)
-    identity = torch.randn(shape, requires_grad=True)
+    x = torch.randn(shape, requires_grad=train)
+    identity = torch.randn(shape, requires_grad=train)
     grad = torch.randn(shape)
-    bn, eca = nn.BatchNorm2d(channels), ECA(channels, k)
+    bn, eca = nn.BatchNorm2d(channels).train(train), ECA(channels, k)
+    finish = (lambda y: y.backward(grad)) if train else (lambda y: None)
 
     def resnet() -> None:  # as torchvision's Bottleneck: in-place addition and ReLU
         out = bn(x * 1.0)
         out += identity
-        torch.relu_(out).backward(grad)
+        finish(torch.relu_(out))
 
     def eca_plain() -> None:
         out = eca(bn(x * 1.0))
         out += identity
-        torch.relu_(out).backward(grad)
+        finish(torch.relu_(out))
 
     def eca_fast() -> None:
-        eca_residual(eca, bn, x * 1.0, identity).backward(grad)
+        finish(eca_residual(eca, bn, x * 1.0, identity, inplace=True))
 
     return {"resnet50": resnet, "eca plain": eca_plain, "eca fast path": eca_fast}
+
+
+def measure(args: argparse.Namespace, train: bool) -> None:
+    phase = "training" if train else "inference"
+    total: dict[str, float] = {}
+    print(f"{'stage shape':>22}  {'variant':>14}  {phase + ' ms':>13}  {'extra ms':>8}")
+    for channels, size, blocks, k in STAGES:
+        fns = tails(args.batch_size, channels, size, k, train)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        with torch.set_grad_enabled(train):
+            for fn in fns.values():
+                fn()
+                fn()
+            for _ in range(args.repeats):
+                for name, fn in fns.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+        base = statistics.median(times["resnet50"]) * 1e3
+        for name, series in times.items():
+            ms = statistics.median(series) * 1e3
+            total[name] = total.get(name, 0.0) + blocks * (ms - base)
+            shape = f"({args.batch_size}, {channels}, {size}, {size})"
+            print(f"{shape:>22}  {name:>14}  {ms:13.2f}  {ms - base:+8.2f}")
+    extra = ", ".join(f"{n} {v:+.1f} ms" for n, v in total.items())
+    print(f"extra per {phase} step (3, 4, 6, 3 blocks): {extra}")
 
 
 def main() -> None:
@@ -55,26 +85,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    total: dict[str, float] = {}
-    print(f"{'stage shape':>22}  {'variant':>14}  {'ms':>8}  {'extra ms':>8}")
-    for channels, size, blocks, k in STAGES:
-        fns = tails(args.batch_size, channels, size, k)
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        for fn in fns.values():
-            fn()
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-        base = statistics.median(times["resnet50"]) * 1e3
-        for name, series in times.items():
-            ms = statistics.median(series) * 1e3
-            total[name] = total.get(name, 0.0) + blocks * (ms - base)
-            shape = f"({args.batch_size}, {channels}, {size}, {size})"
-            print(f"{shape:>22}  {name:>14}  {ms:8.2f}  {ms - base:+8.2f}")
-    print("extra per training step (3, 4, 6, 3 blocks): " + ", ".join(f"{n} {v:+.1f} ms" for n, v in total.items()))
+    measure(args, train=False)
+    measure(args, train=True)
 
 
 if __name__ == "__main__":
