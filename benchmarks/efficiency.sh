@@ -8,6 +8,8 @@ mkdir -p "$out"
 ecanet bench --include-reference --repeats 9 --json "$out/eager.json" --plot "$out/eager.png" "$@" | tee "$out/eager.txt"
 ecanet bench --include-reference --compile --channels-last --repeats 7 --json "$out/compiled.json" \
   --plot "$out/compiled.png" "$@" | tee "$out/compiled.txt"
+ecanet bench --include-reference --inference-only --repeats 9 --json "$out/inference_only.json" "$@" \
+  | tee "$out/inference_only.txt"
 python benchmarks/block_tail.py --repeats 21 | tee "$out/block_tail.txt"
 ecanet bench --models mobilenet_v2 se_mobilenet_v2 eca_mobilenet_v2 eca_mobilenet_v2:plain --repeats 7 \
   --json "$out/mobilenet_v2.json" "$@" | tee "$out/mobilenet_v2.txt"

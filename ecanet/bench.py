@@ -6,6 +6,9 @@ shared machine slows every model alike; the order rotates every repeat (A B C, B
 model always runs right after the same other one. Throughputs are medians with min and max; a ratio is the
 median over repeats of the model's throughput over the first model's in the same repeat (paired, so slow
 spells of the machine cancel).
+With ``train=False`` (``--inference-only``) the process runs no training step at all, as a deployment
+does: a training step leaves the process holding memory that later inference buffers reuse, so fresh
+buffers cost less afterwards than in an inference-only process.
 Peak memory of a training step is measured in a fresh subprocess per model: peak RSS on CPU (the kernel's
 high-water mark, reset just before the step), the CUDA allocator's peak on GPU.
 
@@ -49,6 +52,7 @@ class BenchConfig:
     repeats: int = 5
     warmup: int = 2
     memory: bool = True
+    train: bool = True  # False: time inference only, no training step in the process
 
 
 def build(spec: str, num_classes: int = 1000) -> nn.Module:
@@ -163,45 +167,36 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
             torch._dynamo.config.accumulated_recompile_limit, 64 * len(cfg.models)
         )
     runners = {spec: Runner(spec, cfg) for spec in cfg.models}
+    phases = ["infer", "train"] if cfg.train else ["infer"]
     for spec, r in runners.items():
         log(f"warm-up {spec}")
         for _ in range(cfg.warmup):
-            r.infer()
-            r.train()
+            for phase in phases:
+                getattr(r, phase)()
     # Inference, then training, each interleaved across models in rotating order: a training step frees
     # large buffers that the next step must fault in again, so mixing the phases would add noise.
-    timings: dict[str, dict[str, list[float]]] = {"infer": {s: [] for s in runners}, "train": {s: [] for s in runners}}
+    timings: dict[str, dict[str, list[float]]] = {phase: {s: [] for s in runners} for phase in phases}
     specs = list(runners)
     for phase, series in timings.items():
         for i in range(cfg.repeats):
             for spec in specs[i % len(specs) :] + specs[: i % len(specs)]:
                 r = runners[spec]
-                series[spec].append(r.timed(r.infer if phase == "infer" else r.train))
+                series[spec].append(r.timed(getattr(r, phase)))
             log(f"{phase}: repeat {i + 1}/{cfg.repeats} done")
-    infer, train = timings["infer"], timings["train"]
     rows = []
     for spec, r in runners.items():
         cost = complexity(r.model, (3, cfg.image_size, cfg.image_size))
-        mem = _memory_in_subprocess(spec, cfg) if cfg.memory else None
-        (inf, inf_lo, inf_hi), (tr, tr_lo, tr_hi) = _summary(infer[spec]), _summary(train[spec])
-        rows.append(
-            {
-                "model": spec,
-                "params": cost["params"],
-                "macs": cost["macs"],
-                "infer_img_s": inf,
-                "infer_img_s_min": inf_lo,
-                "infer_img_s_max": inf_hi,
-                "train_img_s": tr,
-                "train_img_s_min": tr_lo,
-                "train_img_s_max": tr_hi,
-                "train_peak_mem_mb": mem,
-            }
-        )
+        row = {"model": spec, "params": cost["params"], "macs": cost["macs"]}
+        for phase in ("infer", "train"):
+            median, lo, hi = _summary(timings[phase][spec]) if phase in timings else (None, None, None)
+            row.update({f"{phase}_img_s": median, f"{phase}_img_s_min": lo, f"{phase}_img_s_max": hi})
+        row["train_peak_mem_mb"] = _memory_in_subprocess(spec, cfg) if cfg.memory else None
+        rows.append(row)
     base = rows[0]
     for row in rows:
-        row["infer_ratio"] = _paired_ratio(infer[row["model"]], infer[base["model"]])
-        row["train_ratio"] = _paired_ratio(train[row["model"]], train[base["model"]])
+        for phase in ("infer", "train"):
+            series = timings.get(phase)
+            row[f"{phase}_ratio"] = _paired_ratio(series[row["model"]], series[base["model"]]) if series else None
         row["mem_ratio"] = row["train_peak_mem_mb"] / base["train_peak_mem_mb"] if cfg.memory else None
     return rows
 
@@ -217,19 +212,14 @@ def format_rows(rows: list[dict]) -> str:
     for r in rows:
         mem = "-" if r["train_peak_mem_mb"] is None else f"{r['train_peak_mem_mb']:.0f}"
         mem_x = "-" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}"
-        cells.append(
-            [
-                r["model"],
-                f"{r['params']:,}",
-                f"{r['macs'] / 1e9:.3f}",
-                f"{r['infer_img_s']:.2f} ({r['infer_img_s_min']:.2f}-{r['infer_img_s_max']:.2f})",
-                f"{r['infer_ratio']:.3f}",
-                f"{r['train_img_s']:.2f} ({r['train_img_s_min']:.2f}-{r['train_img_s_max']:.2f})",
-                f"{r['train_ratio']:.3f}",
-                mem,
-                mem_x,
-            ]
-        )
+        cells.append([r["model"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}"])
+        for phase in ("infer", "train"):
+            if r[f"{phase}_img_s"] is None:
+                cells[-1] += ["-", "-"]
+                continue
+            lo, hi = r[f"{phase}_img_s_min"], r[f"{phase}_img_s_max"]
+            cells[-1] += [f"{r[f'{phase}_img_s']:.2f} ({lo:.2f}-{hi:.2f})", f"{r[f'{phase}_ratio']:.3f}"]
+        cells[-1] += [mem, mem_x]
     return render_table(head, cells[1:])
 
 

@@ -45,14 +45,16 @@ def _bench(args: argparse.Namespace) -> None:
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,
-        memory=not args.no_memory,
+        memory=not (args.no_memory or args.inference_only),
+        train=not args.inference_only,
     )
     rows = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr))
     threads = torch.get_num_threads()
     print(
         f"batch {cfg.batch_size}, {cfg.image_size}x{cfg.image_size}, {cfg.device}, {cfg.dtype}, "
         f"{'channels_last' if cfg.channels_last else 'NCHW'}, {'compiled' if cfg.compile else 'eager'}, "
-        f"{threads} threads, {cfg.repeats} interleaved repeats; torch {torch.__version__}"
+        f"{threads} threads, {cfg.repeats} interleaved repeats{'' if cfg.train else ', inference only'}; "
+        f"torch {torch.__version__}"
     )
     print(format_rows(rows))
     if args.json:
@@ -306,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (interleaved)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument(
+        "--inference-only",
+        action="store_true",
+        help="time inference only, with no training step in the process (as in deployment); implies --no-memory",
+    )
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the ratios")
     p.set_defaults(func=_bench)

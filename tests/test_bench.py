@@ -41,6 +41,26 @@ def test_bench_tiny_models_writes_json_and_png(tmp_path, capsys):
     assert "eca_resnet20:plain" in capsys.readouterr().out
 
 
+def test_bench_inference_only_runs_no_training_step(tmp_path, capsys, monkeypatch):
+    from ecanet.bench import Runner
+
+    def no_training(self):
+        raise AssertionError("a training step ran")
+
+    monkeypatch.setattr(Runner, "train", no_training)
+    out_json = tmp_path / "bench.json"
+    args = ["bench", "--models", "resnet20", "eca_resnet20", "--batch-size", "2", "--image-size", "32"]
+    args += ["--repeats", "3", "--warmup", "1", "--threads", "1", "--inference-only", "--json", str(out_json)]
+    assert main(args) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["model"] for r in rows] == ["resnet20", "eca_resnet20"]
+    for row in rows:
+        assert KEYS <= set(row) and row["infer_img_s"] > 0
+        assert row["train_img_s"] is row["train_ratio"] is row["train_peak_mem_mb"] is row["mem_ratio"] is None
+    assert rows[0]["infer_ratio"] == 1.0 and rows[1]["infer_ratio"] > 0
+    assert "inference only" in capsys.readouterr().out
+
+
 def test_ratio_is_median_of_paired_ratios():
     # repeat by repeat 3x, 1x, 2x: the paired median is 2, though the medians of the series are equal
     assert _paired_ratio([3.0, 4.0, 10.0], [1.0, 4.0, 5.0]) == 2.0

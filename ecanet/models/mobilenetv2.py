@@ -22,7 +22,8 @@ SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3
 
 class InvertedResidual(tv.InvertedResidual):
     """torchvision's inverted residual plus attention after the projection BN; with ECA and ``fused``
-    the projection BN, the gate and the shortcut addition run as one step (``eca_residual``)."""
+    the projection BN, the gate and the shortcut addition run as one step (``eca_residual``; in inference
+    written into the projection's output)."""
 
     fused: bool = True
 

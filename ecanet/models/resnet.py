@@ -52,7 +52,8 @@ class AttentionBlock(nn.Module):
     """Shared tail of the residual blocks: last norm, attention on the branch, add the shortcut, ReLU.
 
     With ``fused=True`` (default) the BatchNorm, ECA, the addition and the ReLU run as one step that keeps
-    no extra activation for backward (``eca_residual``); ``fused=False`` keeps the plain formulation.
+    no extra activation for backward and, in inference, writes into the last convolution's output
+    (``eca_residual``); ``fused=False`` keeps the plain formulation.
     """
 
     attn_name: str | None
