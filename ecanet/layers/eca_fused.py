@@ -2,8 +2,8 @@
 step, with the same maths as ``relu(eca(bn(x)) + identity)`` but less memory traffic and no extra
 activation kept for backward.
 
-- In training, forward writes the gate, the addition and the ReLU into BatchNorm's fresh output in place, so no
-  full-size tensor is allocated beyond the ones plain ResNet allocates.
+- In training, forward writes the gate, the addition and the ReLU into BatchNorm's fresh output in place,
+  so no full-size tensor is allocated beyond the ones plain ResNet allocates.
 - Backward keeps what plain ResNet keeps anyway (BatchNorm's input x, the block output y) plus per-channel
   vectors. The plain formulation also keeps the pre-gate tensor for the product's backward, and the
   shortcut tensor where it is a downsampling BatchNorm's output.
@@ -15,10 +15,10 @@ activation kept for backward.
   far more than a pass over memory already touched).
 
 Without autograd through the step (inference), and under torch.compile, the step is plain tensor operations
-instead (``_affine_step``): once its statistics are known BatchNorm is an affine map per channel, so act(x * scale * s + shift * s +
-identity) needs no BatchNorm output at all, and in eager inference the blocks let it overwrite their
-convolution's output. Inductor generates fused kernels and the backward from the same operations; custom
-autograd code would only hide the maths from it.
+instead (``_affine_step``): once its statistics are known BatchNorm is an affine map per channel, so
+act(x * scale * s + shift * s + identity) needs no BatchNorm output at all, and in eager inference the
+blocks let it overwrite their convolution's output. Inductor generates fused kernels and the backward from
+the same operations; custom autograd code would only hide the maths from it.
 """
 
 from __future__ import annotations
