@@ -120,17 +120,17 @@ def _affine_step(
     """
     mean_nc, scale, shift = _statistics(norm, x, x_mean)
     s = eca.gate((mean_nc * scale + shift).to(x.dtype))
-    a, b = broadcast_channels((scale * s).to(x.dtype), x), broadcast_channels((shift * s).to(x.dtype), x)
-    out = x if inplace else None
+    return _scale_add(x, (scale * s).to(x.dtype), (shift * s).to(x.dtype), identity, relu, x if inplace else None)
+
+
+def _scale_add(
+    x: Tensor, a: Tensor, b: Tensor | None, identity: Tensor | None, relu: bool, out: Tensor | None
+) -> Tensor:
+    """``act(x * a + b + identity)`` with (N, C) coefficients a and b, into ``out`` (x itself for in place;
+    None for a new tensor)."""
+    a = broadcast_channels(a, x)
     y = torch.mul(x, a, out=out) if identity is None else torch.addcmul(identity, x, a, out=out)
-    y = y.add_(b)
-    return y.relu_() if relu else y
-
-
-def _gate_in_place(out: Tensor, s: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
-    """``act(out * s + identity)`` written into ``out``."""
-    sb = broadcast_channels(s, out)
-    y = out.mul_(sb) if identity is None else torch.addcmul(identity, out, sb, out=out)
+    y = y if b is None else y.add_(broadcast_channels(b, x))
     return y.relu_() if relu else y
 
 
@@ -171,7 +171,7 @@ class _NormECAResidual(torch.autograd.Function):
         with torch.enable_grad():
             pooled = pooled.requires_grad_()
             s = eca.gate(pooled)
-        y = _gate_in_place(out, s.detach(), identity, relu)
+        y = _scale_add(out, s.detach(), None, identity, relu, out=out)
         ctx.relu, ctx.batch, ctx.has_identity = relu, batch, identity is not None
         ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
         ctx.gate = (pooled, s, list(eca.parameters()))
