@@ -127,9 +127,17 @@ def _scale_add(
     x: Tensor, a: Tensor, b: Tensor | None, identity: Tensor | None, relu: bool, out: Tensor | None
 ) -> Tensor:
     """``act(x * a + b + identity)`` with (N, C) coefficients a and b, into ``out`` (x itself for in place;
-    None for a new tensor)."""
+    None for a new tensor).
+
+    The coefficients come before x in the argument lists on purpose: Inductor's post-grad locality pass
+    (``reorder_for_locality``) moves each operation's producers right before it, one argument after the
+    other, so the last argument's producer ends up nearest. With x last, the block's last convolution runs
+    after the gate, and the pooled descriptor's reduction over that convolution's input is fused into the
+    kernel that writes the input, while it is still in cache (with x first it ran after the convolution,
+    reading the input back from memory).
+    """
     a = broadcast_channels(a, x)
-    y = torch.mul(x, a, out=out) if identity is None else torch.addcmul(identity, x, a, out=out)
+    y = torch.mul(a, x, out=out) if identity is None else torch.addcmul(identity, a, x, out=out)
     y = y if b is None else y.add_(broadcast_channels(b, x))
     return y.relu_() if relu else y
 
