@@ -5,8 +5,8 @@
 set -euo pipefail
 out=benchmarks/results
 mkdir -p "$out"
-ecanet bench --include-reference --repeats 9 --json "$out/eager.json" --plot "$out/eager.png" "$@" | tee "$out/eager.txt"
-ecanet bench --include-reference --compile --channels-last --repeats 7 --json "$out/compiled.json" \
+ecanet bench --include-reference --repeats 9 --memory-repeats 3 --json "$out/eager.json" --plot "$out/eager.png" "$@" | tee "$out/eager.txt"
+ecanet bench --include-reference --compile --channels-last --repeats 7 --memory-repeats 3 --json "$out/compiled.json" \
   --plot "$out/compiled.png" "$@" | tee "$out/compiled.txt"
 ecanet bench --include-reference --inference-only --repeats 9 --json "$out/inference_only.json" "$@" \
   | tee "$out/inference_only.txt"

@@ -10,7 +10,10 @@ With ``train=False`` (``--inference-only``) the process runs no training step at
 does: a training step leaves the process holding memory that later inference buffers reuse, so fresh
 buffers cost less afterwards than in an inference-only process.
 Peak memory of a training step is measured in a fresh subprocess per model: peak RSS on CPU (the kernel's
-high-water mark, reset just before the step), the CUDA allocator's peak on GPU.
+high-water mark, reset just before the step), the CUDA allocator's peak on GPU. On CPU the resident memory a
+process starts the step with varies by a few tens of MB from one process to the next (freed memory the C
+allocator keeps, more of it after torch.compile), which only adds to the peak: ``memory_repeats`` measures
+each model in that many fresh processes and keeps the smallest peak.
 
 Model specs: a zoo name (``eca_resnet50``), ``NAME:plain`` (the plain ECA formulation, ``fused=False``),
 or ``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed).
@@ -52,6 +55,7 @@ class BenchConfig:
     repeats: int = 5
     warmup: int = 2
     memory: bool = True
+    memory_repeats: int = 1  # fresh subprocesses per model; the smallest peak is reported
     train: bool = True  # False: time inference only, no training step in the process
 
 
@@ -190,7 +194,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         for phase in ("infer", "train"):
             median, lo, hi = _summary(timings[phase][spec]) if phase in timings else (None, None, None)
             row.update({f"{phase}_img_s": median, f"{phase}_img_s_min": lo, f"{phase}_img_s_max": hi})
-        row["train_peak_mem_mb"] = _memory_in_subprocess(spec, cfg) if cfg.memory else None
+        memory = [_memory_in_subprocess(spec, cfg) for _ in range(cfg.memory_repeats)] if cfg.memory else None
+        row["train_peak_mem_mb"] = min(memory) if memory else None
         rows.append(row)
     base = rows[0]
     for row in rows:

@@ -17,6 +17,17 @@ from .info import format_table, info_table
 from .models import parse_model_name
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: an int >= 1 (argparse names the flag in its error)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def _info(args: argparse.Namespace) -> None:
     rows = info_table(args.models or None, args.image_size)
     if args.json:
@@ -46,6 +57,7 @@ def _bench(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         warmup=args.warmup,
         memory=not (args.no_memory or args.inference_only),
+        memory_repeats=args.memory_repeats,
         train=not args.inference_only,
     )
     rows = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr))
@@ -298,16 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput and memory of models side by side, interleaved repeats")
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="zoo names, NAME:plain or timm:eca_resnet50")
     p.add_argument("--include-reference", action="store_true", help="add eca_resnet50:plain and timm's ECA")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--image-size", type=_positive_int, default=224)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile every model (compiled once, untimed)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (interleaved)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats per model (interleaved)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument(
+        "--memory-repeats",
+        type=_positive_int,
+        default=1,
+        help="fresh subprocesses per model for the peak memory; the smallest peak is reported",
+    )
     p.add_argument(
         "--inference-only",
         action="store_true",

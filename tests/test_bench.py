@@ -77,3 +77,29 @@ def test_bench_specs():
 def test_bench_bad_model_is_one_line_error(capsys):
     assert main(["bench", "--models", "eca_resnet5", "--no-memory", "--repeats", "1"]) == 2
     assert "unknown model 'eca_resnet5'" in capsys.readouterr().err
+
+
+def test_bench_memory_is_smallest_peak_over_fresh_processes(monkeypatch):
+    from ecanet import bench
+
+    peaks = {"resnet20": iter([120.0, 100.0, 110.0]), "eca_resnet20": iter([90.0, 95.0, 99.0])}
+    calls = []
+
+    def fake_memory(spec, cfg):
+        calls.append(spec)
+        return next(peaks[spec])
+
+    monkeypatch.setattr(bench, "_memory_in_subprocess", fake_memory)
+    cfg = bench.BenchConfig(["resnet20", "eca_resnet20"], batch_size=2, image_size=32, repeats=1, warmup=0)
+    cfg.memory_repeats = 3
+    rows = bench.run_bench(cfg, log=lambda msg: None)
+    assert calls == ["resnet20"] * 3 + ["eca_resnet20"] * 3
+    assert [r["train_peak_mem_mb"] for r in rows] == [100.0, 90.0]
+    assert rows[1]["mem_ratio"] == 0.9
+
+
+@pytest.mark.parametrize("flag", ["--repeats", "--memory-repeats", "--batch-size"])
+def test_bench_counts_must_be_positive(flag, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--models", "resnet20", flag, "0"])
+    assert f"argument {flag}: expected a positive integer, got '0'" in capsys.readouterr().err
