@@ -56,6 +56,22 @@ def test_eca_matches_naive_loop(padding, shared):
     torch.testing.assert_close(eca(x), expected)
 
 
+@pytest.mark.parametrize("padding,shared", [("zeros", True), ("circular", False)])
+def test_compiled_gate_matches_naive_loop_and_eager_gradients(padding, shared):
+    """Under torch.compile the gate is written as k shifted products instead of the windowed product."""
+    torch.manual_seed(0)
+    eca = ECA(12, kernel_size=5, padding=padding, shared=shared).double()
+    torch.nn.init.normal_(eca.conv.weight)
+    x = torch.randn(3, 12, 4, 5, dtype=torch.float64, requires_grad=True)
+    expected = naive_eca(x.detach(), eca.conv.weight.detach(), circular=padding == "circular", shared=shared)
+    got = torch.compile(eca, fullgraph=True)(x)
+    torch.testing.assert_close(got, expected)
+    g = torch.randn_like(got)
+    compiled_grads = torch.autograd.grad(got, [x, eca.conv.weight], g)
+    for a, b in zip(compiled_grads, torch.autograd.grad(eca(x), [x, eca.conv.weight], g)):
+        torch.testing.assert_close(a, b)
+
+
 def test_circular_differs_from_zero_padding_only_at_the_ends():
     torch.manual_seed(0)
     zeros, circ = ECA(16, 3), ECA(16, 3, padding="circular")

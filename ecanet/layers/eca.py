@@ -113,7 +113,13 @@ class ECA(nn.Module):
         """
         k = self.kernel_size
         p, mode = (k - 1) // 2, "constant" if self.padding == "zeros" else "circular"
-        windows = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1).unfold(1, k, 1)  # (N, C, k)
+        padded = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + k - 1)
+        if torch.compiler.is_compiling():
+            # The same sum as k shifted products, which Inductor fuses with the padding and the gate into
+            # one small kernel; the (N*C, k) @ (k, 1) product would be an external GEMM call per block.
+            c, weight = pooled.shape[1], self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
+            return GATES[self.gate_name](sum(padded[:, j : j + c] * weight[:, j] for j in range(k)))
+        windows = padded.unfold(1, k, 1)  # (N, C, k)
         if self.shared:
             y = (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
         else:  # ECA-NS: channel c's window times channel c's own kernel

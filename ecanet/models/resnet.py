@@ -142,11 +142,12 @@ class Bottleneck(AttentionBlock):
     def _conv3_mean(self, h: Tensor) -> Tensor | None:
         """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
         with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
-        the mean of its input, and h has a quarter of the channels to read. Only where the spatial size is
-        at least the channel count: on smaller maps the matrix product costs more than reading x."""
+        the mean of its input, and h has a quarter of the channels to read. The map costs conv3's input
+        channels in multiply-adds per value of conv3's output that it spares reading; only worth it up to
+        four times the spatial size (stages 1-3 of ResNet-50 at 224 px, not stage 4's 7x7 maps)."""
         if self._fused_attention(self.bn3) is None or not uses_running_stats(self.bn3):
             return None
-        if h[0, 0].numel() < self.conv3.out_channels:
+        if self.conv3.in_channels > 4 * h[0, 0].numel():
             return None
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return None
