@@ -52,8 +52,7 @@ def kernel_times(args: argparse.Namespace, planes: int, size: int, k: int) -> di
                         block(x)
     events = prof.events()
     spans = {
-        name: [(e.time_range.start, e.time_range.end) for e in events if e.name == f"variant:{name}"]
-        for name in blocks
+        name: [(e.time_range.start, e.time_range.end) for e in events if e.name == f"variant:{name}"] for name in blocks
     }
     times: dict[str, collections.Counter] = {name: collections.Counter() for name in blocks}
     for e in events:
