@@ -10,6 +10,9 @@ ecanet bench --include-reference --compile --channels-last --repeats 7 --memory-
   --plot "$out/compiled.png" "$@" | tee "$out/compiled.txt"
 ecanet bench --include-reference --inference-only --repeats 9 --json "$out/inference_only.json" "$@" \
   | tee "$out/inference_only.txt"
+ecanet bench --models resnet50 eca_resnet50 --compile --channels-last --repeats 30 --no-memory "$@" \
+  | tee "$out/compiled_pair.txt"
+python benchmarks/compiled_block.py --repeats 30 --kernels | tee "$out/compiled_block.txt"
 python benchmarks/block_tail.py --repeats 21 | tee "$out/block_tail.txt"
 ecanet bench --models mobilenet_v2 se_mobilenet_v2 eca_mobilenet_v2 eca_mobilenet_v2:plain --repeats 7 \
   --json "$out/mobilenet_v2.json" "$@" | tee "$out/mobilenet_v2.txt"
