@@ -56,7 +56,7 @@ def kernel_times(args: argparse.Namespace, planes: int, size: int, k: int) -> di
     }
     times: dict[str, collections.Counter] = {name: collections.Counter() for name in blocks}
     for e in events:
-        if not (e.name.startswith("graph_") or e.name in ("aten::mm", "aten::addmm")):
+        if not (e.name.startswith("graph_") or e.name in ("aten::mm", "aten::addmm", "aten::bmm")):
             continue
         kernel = re.sub(r"^graph_\d+_cpp_fused_|_\d+$", "", e.name)
         for name, ranges in spans.items():
