@@ -19,28 +19,29 @@ import re
 
 import torch
 import torch._inductor.config as inductor_config
+from block_tail import STAGES  # the same stage shapes: C, H=W, blocks, k (k3557)
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from ecanet.models import Bottleneck
 
-STAGES = [(64, 56, 3, 5), (128, 28, 4, 5), (256, 14, 6, 5), (512, 7, 3, 7)]  # planes, H=W, blocks, k (k3557)
 VARIANTS = {"resnet50": None, "eca": "eca"}
 
 
-def compiled_block(planes: int, attn: str | None, k: int) -> nn.Module:
+def compiled_block(channels: int, attn: str | None, k: int) -> nn.Module:
     torch.manual_seed(0)
-    block = Bottleneck(planes * 4, planes, attn=attn, kernel_size=k if attn else None)
+    planes = channels // Bottleneck.expansion
+    block = Bottleneck(channels, planes, attn=attn, kernel_size=k if attn else None)
     for m in block.modules():  # running statistics that are not the identity map, as after training
         if isinstance(m, nn.BatchNorm2d):
             nn.init.uniform_(m.running_var, 0.5, 2.0)
     return torch.compile(block.eval().to(memory_format=torch.channels_last))
 
 
-def kernel_times(args: argparse.Namespace, planes: int, size: int, k: int) -> dict[str, collections.Counter]:
+def kernel_times(args: argparse.Namespace, channels: int, size: int, k: int) -> dict[str, collections.Counter]:
     """Milliseconds per call of each non-convolution kernel, per variant."""
-    x = torch.randn(args.batch_size, planes * 4, size, size).to(memory_format=torch.channels_last)
-    blocks = {name: compiled_block(planes, attn, k) for name, attn in VARIANTS.items()}
+    x = torch.randn(args.batch_size, channels, size, size).to(memory_format=torch.channels_last)
+    blocks = {name: compiled_block(channels, attn, k) for name, attn in VARIANTS.items()}
     with torch.no_grad():
         for block in blocks.values():
             block(x)
@@ -77,11 +78,11 @@ def main() -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(STAGES))
     print(f"{'stage shape':>22}  {'resnet50 ms':>11}  {'eca ms':>7}  {'extra ms':>8}")
     total = 0.0
-    for planes, size, blocks, k in STAGES:
-        times = kernel_times(args, planes, size, k)
+    for channels, size, blocks, k in STAGES:
+        times = kernel_times(args, channels, size, k)
         base, eca = (sum(times[name].values()) for name in VARIANTS)
         total += blocks * (eca - base)
-        shape = f"({args.batch_size}, {planes * 4}, {size}, {size})"
+        shape = f"({args.batch_size}, {channels}, {size}, {size})"
         print(f"{shape:>22}  {base:11.3f}  {eca:7.3f}  {eca - base:+8.3f}")
         if args.kernels:
             for name, counter in times.items():

@@ -143,8 +143,9 @@ class Bottleneck(AttentionBlock):
         """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
         with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
         the mean of its input, and h has a quarter of the channels to read. The map costs conv3's input
-        channels in multiply-adds per value of conv3's output that it spares reading; only worth it up to
-        four times the spatial size (stages 1-3 of ResNet-50 at 224 px, not stage 4's 7x7 maps)."""
+        channels in multiply-adds per value of conv3's output that it spares reading, so it is used while
+        those channels are at most four times the spatial size (stages 1-3 of ResNet-50 at 224 px, not
+        stage 4's 7x7 maps)."""
         if self._fused_attention(self.bn3) is None or not uses_running_stats(self.bn3):
             return None
         if self.conv3.in_channels > 4 * h[0, 0].numel():
