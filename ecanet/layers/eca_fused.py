@@ -120,7 +120,12 @@ def _affine_step(
     """
     mean_nc, scale, shift = _statistics(norm, x, x_mean)
     s = eca.gate((mean_nc * scale + shift).to(x.dtype))
-    return _scale_add(x, (scale * s).to(x.dtype), (shift * s).to(x.dtype), identity, relu, x if inplace else None)
+    # The coefficients as one stacked (2, N, C) tensor: Inductor computes a stack once, in the small kernel
+    # of the gate, where it would inline two separate products into the full-size kernel and recompute
+    # BatchNorm's per-channel rsqrt and the products for every element of x (which made that kernel
+    # compute-bound on CPUs: benchmarks/compiled_block.py).
+    a, b = torch.stack((scale * s, shift * s)).to(x.dtype)
+    return _scale_add(x, a, b, identity, relu, x if inplace else None)
 
 
 def _scale_add(
