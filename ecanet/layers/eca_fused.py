@@ -147,6 +147,26 @@ def _scale_add(
     return y.relu_() if relu else y
 
 
+def _scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """``out = x * a + b`` with (N, C) coefficients a and b, in one pass.
+
+    For contiguous NCHW tensors this is BatchNorm's inference kernel over an (1, N*C, HW) view, with a and b
+    as its weight and bias and the identity as its statistics (mean 0, variance 1, eps 0): ``addcmul(b, x,
+    a)`` would broadcast two operands, which its CPU loop does not vectorise (about 1.3x the time at stage 1
+    of ResNet-50). Other layouts take ``addcmul``.
+    """
+    n, c = x.shape[:2]
+    if x.is_contiguous() and out.is_contiguous():
+        view, a, b = (1, n * c, -1), a.reshape(-1), b.reshape(-1)
+        stats = torch.zeros_like(a), torch.ones_like(a)
+        empty = a.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(
+            x.view(view), a, b, *stats, False, 0.0, 0.0, out=out.view(view), save_mean=empty, save_invstd=empty
+        )
+        return out
+    return torch.addcmul(broadcast_channels(b, x), x, broadcast_channels(a, x), out=out)
+
+
 def _channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
     """Per (sample, channel): sum_hw(g) and sum_hw(g * x_hat), x_hat = (x - mean) * invstd, in >= fp32.
 
@@ -215,7 +235,7 @@ class _NormECAResidual(torch.autograd.Function):
             count = x.numel() // x.shape[1]
             beta = -scale * invstd * d_weight / count
             delta = delta - scale * d_bias / count - beta * mean
-        torch.addcmul(broadcast_channels(delta, x), g, broadcast_channels(alpha, x), out=dx)
+        _scale_shift(g, alpha, delta, out=dx)
         if ctx.batch:
             dx.addcmul_(x, _per_channel(beta, x))
         d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
