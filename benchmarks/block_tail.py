@@ -4,7 +4,7 @@ The tail is what ECA changes: ``relu(bn3(x) + identity)`` in ResNet-50 (x * 1.0,
 conv3's output and is the same in every variant), ``relu(eca(bn3(x)) + identity)``
 in ECA-ResNet-50. Each variant runs a training step (forward + backward) and an inference step (forward
 without autograd; the fast path writes into conv3's output as the blocks do, but reads the pooled
-descriptor from x, where the bottleneck reads conv3's smaller input at stages 1-2) on the tensor shapes of the
+descriptor from x, where the bottleneck reads conv3's smaller input at stages 1-3) on the tensor shapes of the
 four stages (batch 16, 224x224 input), with timed repeats interleaved; the table gives median milliseconds
 and the extra time over ResNet's tail, and the last lines the extra per step summed over the 3, 4, 6, 3
 blocks of the stages (negative: faster than ResNet's tail).
