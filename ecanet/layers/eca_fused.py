@@ -139,23 +139,22 @@ def _affine_step(
     return _scale_add(x, a, b, identity, relu, x if inplace else None)
 
 
-def _scale_add(x: Tensor, a: Tensor, b: Tensor, identity: Tensor | None, relu: bool, out: Tensor | None) -> Tensor:
+def _scale_add(
+    x: Tensor, a: Tensor, b: Tensor | None, identity: Tensor | None, relu: bool, out: Tensor | None
+) -> Tensor:
     """``act(x * a + b + identity)`` with (N, C) coefficients a and b, into ``out`` (x itself for in place;
     None for a new tensor).
 
-    Eager: two passes, ``x * a + b`` (``_scale_shift``), then the addition and the ReLU (``_add_act``).
-    Under torch.compile, tensor operations for Inductor, with the coefficients before x in the argument
-    lists on purpose: Inductor's post-grad locality pass (``reorder_for_locality``) moves each operation's
-    producers right before it, one argument after the other, so the last argument's producer ends up
-    nearest. With x last, the block's last convolution runs after the gate, and the pooled descriptor's
-    reduction over that convolution's input is fused into the kernel that writes the input, while it is
-    still in cache (with x first it ran after the convolution, reading the input back from memory).
+    The coefficients come before x in the argument lists on purpose: Inductor's post-grad locality pass
+    (``reorder_for_locality``) moves each operation's producers right before it, one argument after the
+    other, so the last argument's producer ends up nearest. With x last, the block's last convolution runs
+    after the gate, and the pooled descriptor's reduction over that convolution's input is fused into the
+    kernel that writes the input, while it is still in cache (with x first it ran after the convolution,
+    reading the input back from memory).
     """
-    if not torch.compiler.is_compiling():
-        return _add_act(_scale_shift(x, a, b, out=torch.empty_like(x) if out is None else out), identity, relu)
-    a, b = broadcast_channels(a, x), broadcast_channels(b, x)
+    a = broadcast_channels(a, x)
     y = torch.mul(a, x, out=out) if identity is None else torch.addcmul(identity, a, x, out=out)
-    y = y.add_(b)
+    y = y if b is None else y.add_(broadcast_channels(b, x))
     return y.relu_() if relu else y
 
 
@@ -226,7 +225,8 @@ class _NormECAResidual(torch.autograd.Function):
             pooled = pooled.requires_grad_()
             s = eca.gate(pooled)
         sd = s.detach().to(acc)
-        y = _scale_add(x, scale * sd, shift * sd, identity, relu, out=None)  # into a fresh buffer
+        y = _scale_shift(x, scale * sd, shift * sd, out=torch.empty_like(x))  # BatchNorm and gate, one pass
+        y = _add_act(y, identity, relu)
         ctx.relu, ctx.batch, ctx.has_identity = relu, batch, identity is not None
         ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
         ctx.gate = (pooled, s, list(eca.parameters()))
