@@ -139,9 +139,7 @@ def _affine_step(
     return _scale_add(x, a, b, identity, relu, x if inplace else None)
 
 
-def _scale_add(
-    x: Tensor, a: Tensor, b: Tensor | None, identity: Tensor | None, relu: bool, out: Tensor | None
-) -> Tensor:
+def _scale_add(x: Tensor, a: Tensor, b: Tensor, identity: Tensor | None, relu: bool, out: Tensor | None) -> Tensor:
     """``act(x * a + b + identity)`` with (N, C) coefficients a and b, into ``out`` (x itself for in place;
     None for a new tensor).
 
@@ -151,10 +149,14 @@ def _scale_add(
     after the gate, and the pooled descriptor's reduction over that convolution's input is fused into the
     kernel that writes the input, while it is still in cache (with x first it ran after the convolution,
     reading the input back from memory).
+
+    The fused training step writes the same into a fresh buffer in two passes instead (``_scale_shift``,
+    ``_add_act``); for eager inference in place that form measured 0.987x and 0.989x ResNet-50 in two
+    ``ecanet bench`` runs, against 0.994x with this one, so inference keeps this one.
     """
     a = broadcast_channels(a, x)
     y = torch.mul(a, x, out=out) if identity is None else torch.addcmul(identity, a, x, out=out)
-    y = y if b is None else y.add_(broadcast_channels(b, x))
+    y = y.add_(broadcast_channels(b, x))
     return y.relu_() if relu else y
 
 
