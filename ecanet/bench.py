@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .complexity import complexity
+from .errors import require
 from .models import create_model
 from .table import render_table
 
@@ -62,12 +63,12 @@ class BenchConfig:
 def build(spec: str, num_classes: int = 1000) -> nn.Module:
     """A model from a bench spec (see the module docstring)."""
     if spec.startswith("timm:"):
-        from timm.models.resnet import Bottleneck as TimmBottleneck
-        from timm.models.resnet import ResNet as TimmResNet
-
         if spec != "timm:eca_resnet50":
             raise ValueError(f"unknown reference model {spec!r}; available: timm:eca_resnet50")
-        return TimmResNet(TimmBottleneck, [3, 4, 6, 3], num_classes=num_classes, block_args={"attn_layer": "eca"})
+        timm_resnet = require("timm.models.resnet", "timm")
+        return timm_resnet.ResNet(
+            timm_resnet.Bottleneck, [3, 4, 6, 3], num_classes=num_classes, block_args={"attn_layer": "eca"}
+        )
     name, _, variant = spec.partition(":")
     if variant not in ("", "plain"):
         raise ValueError(f"unknown model variant {spec!r}; use NAME or NAME:plain")

@@ -25,7 +25,7 @@ from .fit import Task, fit
 from .models import create_model, freeze_batchnorm, parse_model_name
 from .plots import plot_curves
 from .table import render_table
-from .weights import load_checkpoint, load_state, read_weights
+from .weights import FRESH_PARTS, load_state, read_weights
 
 log = logging.getLogger("ecanet")
 
@@ -90,7 +90,7 @@ def _loaders(cfg: TrainConfig, train: Dataset, val: Dataset, ctx: Dist) -> tuple
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
     if cfg.pretrained:
-        report = load_state(model, read_weights(cfg.pretrained)[0], cfg.pretrained)
+        report = load_state(model, read_weights(cfg.pretrained)[0], cfg.pretrained, fresh=FRESH_PARTS)
         log.info(
             "--pretrained %s: %d tensors copied; new: %d attention, %d head",
             cfg.pretrained,
@@ -246,11 +246,3 @@ def evaluate(
         "n": int(totals["n"]),
         "skipped": int(totals.get("skipped", 0)),
     }
-
-
-def load_for_eval(weights: str, model_name: str | None, num_classes: int | None) -> nn.Module:
-    """The model behind ``weights``: rebuilt from the file, or ``model_name`` with the file loaded into it."""
-    if model_name is None:
-        return load_checkpoint(weights)
-    model = create_model(model_name, num_classes=num_classes)
-    return load_checkpoint(weights, model=model)

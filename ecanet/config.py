@@ -1,54 +1,79 @@
 """Training configuration: defaults, the paper's recipes, a saved config file and flags, merged in that
-order (each later source overrides the earlier ones); the resolved config is saved as OUT/config.json."""
+order (each later source overrides the earlier ones); the resolved config is saved as OUT/config.json.
+
+``LoopConfig`` holds what the shared loop (``ecanet.fit``) reads; each task's config adds only its own
+fields (``TrainConfig`` here, ``ecanet.detection.config.DetectConfig``). Every field carries its flag's
+help text, so the command line is generated from the config and nothing lists a field twice.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
+
+
+def option(default: Any = None, help: str = "", factory: Any = None, **cli: Any) -> Any:
+    """A config field with its flag's help text, and argparse settings where the type alone does not say."""
+    meta = {"help": help, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
-class TrainConfig:
-    model: str = "eca_resnet20"
-    data: str | None = None  # ImageFolder root with train/ and val/; None: the embedded digits dataset
-    train_dir: str | None = None
-    val_dir: str | None = None
-    output: str = "runs/ecanet"
-    recipe: str | None = None
-    epochs: int = 12
-    batch_size: int = 64  # per process
-    lr: float | None = None  # None: base_lr * global batch / base_batch (linear scaling rule)
-    base_lr: float = 0.1
-    base_batch: int = 256
-    optimizer: str = "sgd"  # sgd | adamw
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # step | multistep | cosine | exponential | constant
-    step_size: int = 30  # step: epochs between decays
-    milestones: list[int] = field(default_factory=list)  # multistep: epochs at which the lr decays
-    gamma: float = 0.1  # step / multistep / exponential: decay factor
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # 0: no EMA of weights
-    image_size: int | None = None  # None: 16 for the embedded digits, 224 for image folders
-    augment: bool = True  # False: training images get the evaluation transform
-    workers: int = 2
-    seed: int = 0
-    resume: str | None = None  # a checkpoint path, or "" for OUT/checkpoint.pt
-    pretrained: str | None = None
-    num_classes: int | None = None  # None: from the data
-    freeze_stages: int = 0  # freeze the stem and this many stages
-    eca_k: str | list[int] = "released"
-    amp: bool = False
-    amp_dtype: str | None = None  # None: bfloat16 on CPU, float16 on CUDA
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
-    freeze_bn: bool = False  # BatchNorm statistics and affine parameters fixed (small batches, fine-tuning)
-    device: str | None = None
-    compare: list[str] = field(default_factory=list)  # other models trained alike, reported in a table
+class LoopConfig:
+    """What every task's training loop reads: optimisation, schedule, precision, processes, files."""
+
+    model: str = option("", "the model to train")
+    output: str = option("runs/ecanet", "output folder (checkpoints, metrics.jsonl, curves.png, summary.json)")
+    epochs: int = option(12, "epochs to train")
+    batch_size: int = option(64, "per process")
+    lr: float | None = option(None, "absolute learning rate (default: base-lr x global batch / base-batch)")
+    base_lr: float = option(0.1, "learning rate per base-batch images (linear scaling rule)")
+    base_batch: int = option(256, "the global batch that base-lr is given for")
+    optimizer: str = option("sgd", "sgd | adamw")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum")
+    weight_decay: float = option(5e-4, "weight decay")
+    schedule: str = option("cosine", "step | multistep | cosine | exponential | constant")
+    step_size: int = option(30, "step: epochs between decays")
+    milestones: list[int] = option(help="multistep: epochs at which the lr decays", factory=list)
+    gamma: float = option(0.1, "step / multistep / exponential: decay factor")
+    warmup_epochs: float = option(0.0, "linear warmup, in (fractional) epochs")
+    ema_decay: float = option(0.0, "EMA of weights (0: none)")
+    workers: int = option(2, "data-loading processes per training process")
+    seed: int = option(0, "random seed")
+    resume: str | None = option(None, "checkpoint to resume; with no value, OUT/checkpoint.pt", nargs="?", const="")
+    amp: bool = option(False, "mixed precision: bf16 on CPU, fp16 (with grad scaling) on CUDA")
+    amp_dtype: str | None = option(None, "bfloat16 | float16 (default: bfloat16 on CPU, float16 on CUDA)")
+    compile: bool = option(False, "torch.compile the model")
+    device: str | None = option(None, "cpu | cuda | cuda:N (default: CUDA when available)")
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """Classification: the loop's fields plus data, model and fine-tuning settings."""
+
+    model: str = option("eca_resnet20", "zoo model name (default eca_resnet20)")
+    data: str | None = option(None, "ImageFolder root with train/ and val/ (default: the embedded digits dataset)")
+    train_dir: str | None = option(None, "training folder, if not DATA/train")
+    val_dir: str | None = option(None, "validation folder, if not DATA/val")
+    recipe: str | None = option(None, "paper | paper-mobilenet | modern: the recipe's values become the defaults")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
+    image_size: int | None = option(None, "input side (default: 16 for the embedded digits, 224 for folders)")
+    augment: bool = option(True, "random crops and flips (--no-augment: the evaluation transform)")
+    pretrained: str | None = option(None, "weights to start from: ours, the authors' .pth.tar or torchvision's")
+    num_classes: int | None = option(None, "default: the number of class folders")
+    freeze_stages: int = option(0, "freeze the stem and this many stages")
+    eca_k: str | list[int] = option("released", "released | adaptive | one odd int per stage", nargs="+", type=str)
+    channels_last: bool = option(False, "channels_last memory format")
+    sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA only)")
+    freeze_bn: bool = option(False, "BatchNorm statistics and affine parameters fixed (small batches, fine-tuning)")
+    compare: list[str] = option(
+        help="other models trained the same way, reported side by side (no names: none)", factory=list, nargs="*"
+    )
 
 
 RECIPES: dict[str, dict] = {
@@ -102,7 +127,11 @@ RECIPES: dict[str, dict] = {
     ),
 }
 
-FIELDS = {f.name for f in fields(TrainConfig)}
+C = TypeVar("C", bound=LoopConfig)
+
+
+def field_names(config_class: type[LoopConfig]) -> set[str]:
+    return {f.name for f in fields(config_class)}
 
 
 def read_json(path: str | Path, flag: str, error: type[ValueError] = ValueError):
@@ -116,30 +145,55 @@ def read_json(path: str | Path, flag: str, error: type[ValueError] = ValueError)
         raise error(f"{flag}: {path}: not valid JSON ({e})") from None
 
 
-def load_config_file(path: str | Path) -> dict:
+def load_config_file(path: str | Path, config_class: type[LoopConfig] | None = None) -> dict:
+    """The values of a saved config.json, checked against ``config_class``'s fields (default TrainConfig)."""
+    config_class = config_class or TrainConfig
     values = read_json(path, "--config")
-    unknown = sorted(set(values) - FIELDS)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config: {path}: expected a JSON object of config fields")
+    unknown = sorted(set(values) - field_names(config_class))
     if unknown:
-        raise ValueError(f"--config: {path}: unknown keys {unknown}")
+        raise ValueError(f"--config: {path}: unknown keys {unknown} for a {config_class.__name__}")
     return values
+
+
+def merge(config_class: type[C], *sources: dict) -> C:
+    """``config_class`` with each source's values over the defaults, later sources first; None is no value."""
+    values: dict = {}
+    for source in sources:
+        values.update({k: v for k, v in source.items() if v is not None})
+    unknown = sorted(set(values) - field_names(config_class))
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown} for a {config_class.__name__}")
+    return config_class(**values)
+
+
+def parse_eca_k(value: str | list) -> str | list[int]:
+    """'released', 'adaptive' or one odd int per stage, from the flag's words or a config value."""
+    words = [value] if isinstance(value, str) else list(value)
+    if len(words) == 1 and words[0] in ("released", "adaptive"):
+        return words[0]
+    try:
+        return [int(v) for v in words]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"--eca-k: expected 'released', 'adaptive' or odd ints, got {' '.join(map(str, words))}"
+        ) from None
 
 
 def resolve(recipe: str | None = None, config_file: str | None = None, **overrides) -> TrainConfig:
     """Defaults <- recipe <- config file <- overrides (None values in overrides are ignored)."""
-    values: dict = {}
     file_values = load_config_file(config_file) if config_file else {}
     recipe = overrides.get("recipe") or file_values.get("recipe") or recipe
+    recipe_values: dict = {}
     if recipe is not None:
         if recipe not in RECIPES:
             raise ValueError(f"--recipe: unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
-        values.update(RECIPES[recipe], recipe=recipe)
-    values.update(file_values)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - FIELDS)
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}")
-    return TrainConfig(**values)
+        recipe_values = {**RECIPES[recipe], "recipe": recipe}
+    cfg = merge(TrainConfig, recipe_values, file_values, overrides)
+    cfg.eca_k = parse_eca_k(cfg.eca_k)
+    return cfg
 
 
-def save_config(cfg: TrainConfig, path: Path) -> None:
+def save_config(cfg: LoopConfig, path: Path) -> None:
     path.write_text(json.dumps(asdict(cfg), indent=2))

@@ -13,12 +13,10 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
+from .errors import DataError
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SMALL_IMAGE = 64  # at or below this side, CIFAR-style pad-and-crop replaces random-resized-crop
-
-
-class DataError(ValueError):
-    """Unusable data, with the folder or flag to blame."""
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -18,10 +18,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .distributed import Dist, all_reduce_sum
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (non-finite loss, nothing to resume, ...), said in one line."""
+from .errors import TrainingError
 
 
 @dataclass

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from .config import TrainConfig, save_config
+from .config import LoopConfig, save_config
 from .distributed import Dist, all_gather_rng, barrier
 from .engine import (
     Precision,
@@ -33,7 +33,8 @@ from .engine import (
     set_rng_state,
     train_one_epoch,
 )
-from .weights import CheckpointError, save_weights
+from .errors import CheckpointError, MissingExtraError, require
+from .weights import save_weights
 
 log = logging.getLogger("ecanet")
 
@@ -56,7 +57,7 @@ class Task:
     plot: Callable[[list[dict], Path], object] | None = None
 
 
-def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+def lr_lambda(cfg: LoopConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the base lr at iteration i: linear warmup, then the schedule by (fractional) epoch."""
     if cfg.schedule not in ("step", "multistep", "exponential", "cosine", "constant"):
         raise ValueError(f"--schedule: unknown schedule {cfg.schedule!r}")
@@ -79,7 +80,7 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: LoopConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -90,7 +91,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     raise ValueError(f"--optimizer: unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
 
-def fit(task: Task, cfg: TrainConfig, ctx: Dist) -> dict:
+def fit(task: Task, cfg: LoopConfig, ctx: Dist) -> dict:
     """Run the epochs of ``cfg`` on ``task``; returns best_score, records, train_time_s and eval_model."""
     out = Path(cfg.output)
     model = task.model
@@ -199,8 +200,11 @@ def _write_epoch(out: Path, record: dict, writer) -> None:
 
 
 def _tensorboard(out: Path):
+    """A TensorBoard writer, or None (logged, and training goes on) without the "tensorboard" extra."""
     try:
+        require("tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
+    except MissingExtraError as e:
+        log.info("TensorBoard logging off: %s", e)
         return None
     return SummaryWriter(str(out / "tensorboard"))

@@ -1,30 +1,48 @@
-"""Figures of a training run."""
+"""Figures of a training run: per-epoch curves, one panel per quantity."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+Panel = tuple[str, str, list[tuple[str, str]]]  # title, y label, (record key, legend label) per line
 
-def plot_curves(records: list[dict], path: Path) -> Path:
-    """OUT/curves.png: loss and top-1 accuracy per epoch, train and validation."""
+CLASSIFICATION_PANELS: list[Panel] = [
+    ("loss", "loss", [("train_loss", "train"), ("val_loss", "val")]),
+    ("accuracy", "accuracy (%)", [("train_top1", "train"), ("val_top1", "val top-1"), ("val_top5", "val top-5")]),
+]
+DETECTION_PANELS: list[Panel] = [
+    ("loss", "loss", [("train_loss", "train")]),
+    ("COCO AP", "AP (%)", [("bbox_AP", "box AP"), ("bbox_AP50", "box AP50"), ("segm_AP", "mask AP")]),
+]
+
+
+def plot_panels(records: list[dict], path: Path, panels: list[Panel]) -> Path:
+    """One panel per quantity against the epoch; lines whose key no record has are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in records], marker="o", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in records], marker="o", label="val")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [r["train_top1"] for r in records], marker="o", label="train")
-    ax_acc.plot(epochs, [r["val_top1"] for r in records], marker="o", label="val top-1")
-    ax_acc.plot(epochs, [r["val_top5"] for r in records], marker=".", linestyle="--", label="val top-5")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (title, ylabel, lines) in zip(axes[0], panels):
+        for key, label in lines:
+            if any(key in r for r in records):
+                ax.plot(epochs, [r.get(key, float("nan")) for r in records], marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_curves(records: list[dict], path: Path) -> Path:
+    """OUT/curves.png of a classification run: loss and top-1/top-5 accuracy, train and validation."""
+    return plot_panels(records, path, CLASSIFICATION_PANELS)
+
+
+def plot_detection_curves(records: list[dict], path: Path) -> Path:
+    """OUT/curves.png of a detection run: training loss and COCO AP of boxes (and masks)."""
+    return plot_panels(records, path, DETECTION_PANELS)

@@ -1,5 +1,6 @@
-"""``ecanet report OUT``: a training output folder as one self-contained HTML page (figures inlined):
-config, per-epoch metrics, curves, complexity and the channel-attention figure."""
+"""``ecanet report OUT``: a training output folder, classification or detection, as one self-contained HTML
+page (figures inlined): summary, curves, per-epoch metrics, complexity, the channel-attention figure
+(classification) and the config."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from pathlib import Path
 import torch
 
 from .classification import build_datasets
-from .config import TrainConfig
-from .plots import plot_curves
+from .config import TrainConfig, load_config_file, merge, read_json
+from .detection.config import DetectConfig
+from .plots import plot_curves, plot_detection_curves
 from .viz import channel_attention, plot_strips
 from .weights import load_checkpoint
-
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "img_per_s", "seconds"]
 
 
 def _png(path: Path) -> str:
@@ -49,29 +49,55 @@ def _attention_figure(run: Path, cfg: TrainConfig, tmp: Path) -> str:
     return _png(path)
 
 
+def _records(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON lines ({e})") from None
+
+
+def _columns(records: list[dict]) -> list[str]:
+    """Every record key, in order of first appearance (classification and detection runs differ)."""
+    return list(dict.fromkeys(k for r in records for k in r))
+
+
 def build_report(run_dir: str | Path) -> Path:
-    """Write RUN/report.html and return its path."""
+    """Write RUN/report.html for a classification or detection output folder and return its path."""
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise FileNotFoundError(f"{run}: not a training output folder (no config.json)")
-    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    values = read_json(run / "config.json", "report")
+    detection = isinstance(values, dict) and "annotations" in values
+    config_class = DetectConfig if detection else TrainConfig
+    cfg = merge(config_class, load_config_file(run / "config.json", config_class))
+    records = _records(run)
+    summary = read_json(run / "summary.json", "report") if (run / "summary.json").is_file() else {}
+    title = f"{cfg.model} ({cfg.backbone})" if detection else cfg.model
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        curves = _png(plot_curves(records, tmp / "curves.png")) if records else "<p>No epoch finished yet.</p>"
-        attention = _attention_figure(run, cfg, tmp)
+        plot = plot_detection_curves if detection else plot_curves
+        curves = _png(plot(records, tmp / "curves.png")) if records else "<p>No epoch finished yet.</p>"
+        attention = (
+            "<p>Channel attention is drawn for classification runs; for a detector's backbone use "
+            "<code>ecanet viz attention</code>.</p>"
+            if detection
+            else _attention_figure(run, cfg, tmp)
+        )
     cost = [[k, summary[k]] for k in ("params", "macs") if k in summary]
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ecanet run: {html.escape(cfg.model)}</title>
+    columns = _columns(records)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ecanet run: {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
-<h1>{html.escape(cfg.model)} — {html.escape(str(run))}</h1>
+<h1>{html.escape(title)} — {html.escape(str(run))}</h1>
 <h2>Summary</h2>{_table(["key", "value"], [[k, v] for k, v in summary.items() if k != "comparison"])}
 <h2>Curves</h2>{curves}
-<h2>Metrics per epoch</h2>{_table(METRIC_COLUMNS, [[r.get(c, "") for c in METRIC_COLUMNS] for r in records])}
-<h2>Complexity</h2>{_table(["quantity", "value"], cost)}<p>MACs per image at {cfg.image_size}x{cfg.image_size}.</p>
+<h2>Metrics per epoch</h2>{_table(columns, [[r.get(c, "") for c in columns] for r in records])}
+<h2>Complexity</h2>{_table(["quantity", "value"], cost)}
 <h2>Channel attention</h2>{attention}
-<h2>Config</h2>{_table(["key", "value"], [[k, v] for k, v in json.loads((run / "config.json").read_text()).items()])}
+<h2>Config</h2>{_table(["key", "value"], [[k, v] for k, v in values.items()])}
 </body></html>"""
     out = run / "report.html"
     out.write_text(page)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import eval_transform, load_rgb
+from .errors import require
 from .layers import CBAM, ECA, SE
 from .models import plain_formulation
 
@@ -85,8 +86,8 @@ def grad_cam(
     model: nn.Module, layer: str, images: Tensor, classes: list[int] | None = None
 ) -> tuple[np.ndarray, list[int]]:
     """Grad-CAM heatmaps (N, H, W) in [0, 1] at ``layer`` for ``classes`` (default: the top prediction)."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    GradCAM = require("pytorch_grad_cam", "viz").GradCAM
+    ClassifierOutputTarget = require("pytorch_grad_cam.utils.model_targets", "viz").ClassifierOutputTarget
 
     modules = dict(model.named_modules())
     if layer not in modules:
@@ -111,8 +112,8 @@ def cam_figures(
 ) -> list[Path]:
     """cam_<image>.png: each image with its Grad-CAM heatmap laid over it."""
     from PIL import Image
-    from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    show_cam_on_image = require("pytorch_grad_cam.utils.image", "viz").show_cam_on_image
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(paths, image_size)

@@ -9,7 +9,7 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
+from .errors import CheckpointError
 from .layers import ECA, ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
 
@@ -25,10 +26,6 @@ log = logging.getLogger("ecanet")
 
 PathLike = str | os.PathLike
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
-
-
-class CheckpointError(ValueError):
-    """A weights file that cannot be used: unreadable, unsafe, or for another architecture."""
 
 
 @dataclass
@@ -163,13 +160,15 @@ def infer_model_name(state: Mapping[str, Tensor], arch_hint: str | None = None) 
     return f"{attn}_{arch}"
 
 
-def _num_classes(state: Mapping[str, Tensor]) -> int:
+def _num_classes(state: Mapping[str, Tensor]) -> int | None:
+    """The class count of the file's classifier, if it has one."""
     head = state.get("fc.weight", state.get("classifier.1.weight"))
-    return int(head.shape[0])
+    return None if head is None else int(head.shape[0])
 
 
 def _kernel_sizes(name: str, state: Mapping[str, Tensor]) -> list[int] | None:
-    """ECA kernel size per stage, read off the weight shapes of the first block of every stage."""
+    """ECA kernel size per stage, read off the weight shapes of the first block of every stage (None when
+    the model has no ECA or the file no ECA weights where the model has them)."""
     if parse_model_name(name)[0] not in ECA_ATTENTIONS:
         return None
     with torch.device("meta"):
@@ -177,6 +176,8 @@ def _kernel_sizes(name: str, state: Mapping[str, Tensor]) -> list[int] | None:
     sizes = []
     for prefix in skeleton.stage_prefixes():
         key = next(n for n, m in skeleton.named_modules() if n.startswith(prefix + ".") and isinstance(m, ECA))
+        if key + ".conv.weight" not in state:
+            return None
         sizes.append(int(state[key + ".conv.weight"].shape[-1]))
     return sizes
 
@@ -206,91 +207,119 @@ def _head_keys(model: nn.Module) -> set[str]:
     return {k for k in model.state_dict() if k.split(".")[0] in ("fc", "classifier")}
 
 
-def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str = "state dict") -> LoadReport:
-    """Copy ``state`` into ``model`` where names and shapes agree, and report what was left out.
+FRESH_PARTS = ("head", "attention")
 
-    Raises CheckpointError when a tensor's shape differs (another architecture), except in the classifier
-    head, which is left fresh (fine-tuning to another number of classes) and listed in ``new_head``.
+
+def load_state(
+    model: nn.Module, state: Mapping[str, Tensor], source: str = "state dict", fresh: Collection[str] = ()
+) -> LoadReport:
+    """Copy ``state`` into ``model``: every tensor of the model must come from the file, with its shape, and
+    every tensor of the file must have a place in the model - a trained file is never half-loaded.
+
+    Only the parts named in ``fresh`` may stay as initialised: ``"head"``, the classifier, when the file has
+    none or one of another class count (fine-tuning); ``"attention"``, attention modules the file lacks
+    (starting from plain weights). Anything else that does not fit raises CheckpointError naming the file
+    and a key; nothing is copied then.
     """
+    unknown = sorted(set(fresh) - set(FRESH_PARTS))
+    if unknown:
+        raise ValueError(f"fresh: unknown parts {unknown}; choose from {FRESH_PARTS}")
     own = model.state_dict()
-    head = _head_keys(model)
+    head = _head_keys(model) if "head" in fresh else set()
+    attention = _attention_keys(model) if "attention" in fresh else set()
     _check_shapes(model, state, source, skip=head)
-    fresh_head = sorted(k for k in head if k in state and state[k].shape != own[k].shape)
+    fresh_head = {k for k in head if k in state and state[k].shape != own[k].shape}
     usable = {k: v for k, v in state.items() if k in own and k not in fresh_head}
-    model.load_state_dict(usable, strict=False)
-    attn = _attention_keys(model)
     missing = sorted(set(own) - set(usable))
-    return LoadReport(
+    unexpected = sorted(k for k in state if k not in own)
+    # BatchNorm's step counter is no trained value, and BatchNorm's own loader accepts files without it
+    # (FrozenBatchNorm2d, e.g. after --freeze-bn, and older PyTorch files have none).
+    not_fresh = [k for k in missing if k not in head and k not in attention and not k.endswith("num_batches_tracked")]
+    if not_fresh:
+        parts = [
+            part
+            for part, keys in (("attention", _attention_keys(model)), ("head", _head_keys(model)))
+            if any(k in keys for k in not_fresh)
+        ]
+        raise CheckpointError(
+            f"{source}: does not fit the model: {len(not_fresh)} tensors missing from the file, e.g. "
+            f"{not_fresh[0]!r}" + (f" (to start them fresh: fresh={tuple(parts)})" if parts else "")
+        )
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: does not fit the model: {len(unexpected)} tensors of the file have no place in it, "
+            f"e.g. {unexpected[0]!r}"
+        )
+    model.load_state_dict(usable, strict=False)
+    report = LoadReport(
         copied=sorted(usable),
         missing=missing,
-        unexpected=sorted(k for k in state if k not in own),
-        new_attention=[k for k in missing if k in attn],
-        new_head=sorted(set(fresh_head) | {k for k in missing if k in head}),
+        new_attention=[k for k in missing if k in attention],
+        new_head=[k for k in missing if k in head],
     )
+    if missing:
+        log.info("%s: %d tensors copied; left fresh as asked: %s", source, len(usable), ", ".join(missing[:6]))
+    return report
+
+
+def _zoo_model_for(state: Mapping[str, Tensor], meta: dict, source: str, name: str | None, num_classes: int | None):
+    """The zoo model a file holds, built to fit it; ``name`` / ``num_classes`` that contradict it are errors."""
+    file_classes = meta.get("num_classes") or _num_classes(state)
+    inferred = None
+    if "model" in meta:
+        inferred = meta["model"]
+    else:
+        try:
+            inferred = infer_model_name(state, meta.get("arch") or name)
+        except CheckpointError as e:
+            if name is None:
+                raise CheckpointError(f"{source}: {e}; pass model= to load it into your own network") from None
+    if name is not None and inferred is not None and name != inferred:
+        raise CheckpointError(f"{source}: holds {inferred}, not {name} (--model)")
+    if num_classes is not None and file_classes is not None and num_classes != file_classes:
+        raise CheckpointError(
+            f"{source}: holds a {file_classes}-class model, not {num_classes} classes (--num-classes)"
+        )
+    name = name or inferred
+    eca_k = meta.get("eca_k") or _kernel_sizes(name, state) or "released"
+    return create_model(name, num_classes=file_classes or num_classes, eca_k=eca_k)
 
 
 def load_checkpoint(
-    path: PathLike, model: nn.Module | None = None, map_location: str | torch.device = "cpu"
+    path: PathLike,
+    model: nn.Module | str | None = None,
+    map_location: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    fresh: Collection[str] = (),
 ) -> nn.Module:
-    """Load weights from ``path`` and return the model.
+    """Load weights from ``path`` and return the model; a file is loaded whole or not at all.
 
-    Without ``model``, the right zoo model is built from the file: its metadata (this project's files), or
-    its keys and weight shapes (the authors' ``*.pth.tar``, torchvision state dicts), including the ECA
-    kernel size of every stage, and the file must match it exactly. With ``model``, weights are copied
-    where names and shapes agree; missing and unexpected keys are logged.
+    Without ``model``, or with a zoo name, the zoo model is built to fit the file: its metadata (this
+    project's files), or its keys and weight shapes (the authors' ``*.pth.tar``, torchvision state dicts)
+    give the name, the class count and the ECA kernel size of every stage. A name or ``num_classes`` that
+    contradicts the file is an error naming both. With an ``nn.Module``, the file must fit it exactly, except
+    the parts named in ``fresh`` (see ``load_state``).
     """
     state, meta = read_weights(path, map_location)
     source = str(path)
-    if model is None:
-        if "model" in meta:
-            name, num_classes, eca_k = meta["model"], meta.get("num_classes"), meta.get("eca_k") or "released"
-        else:
-            try:
-                name = infer_model_name(state, meta.get("arch"))
-            except CheckpointError as e:
-                raise CheckpointError(f"{source}: {e}; pass model= to load it into your own network") from None
-            num_classes, eca_k = _num_classes(state), _kernel_sizes(name, state) or "released"
-        model = create_model(name, num_classes=num_classes, eca_k=eca_k)
-        _check_shapes(model, state, source)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{source}: does not match {name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
-        return model.to(map_location)
-    report = load_state(model, state, source)
-    if report.missing or report.unexpected:
-        log.warning(
-            "%s: loaded %d tensors; %d missing (%s), %d unexpected (%s)",
-            source,
-            len(report.copied),
-            len(report.missing),
-            ", ".join(report.missing[:5]),
-            len(report.unexpected),
-            ", ".join(report.unexpected[:5]),
-        )
-    return model
+    if model is None or isinstance(model, str):
+        model = _zoo_model_for(state, meta, source, model, num_classes)
+    load_state(model, state, source, fresh)
+    return model.to(map_location)
 
 
 def init_from_torchvision(model: nn.Module, weights: PathLike | Mapping[str, Tensor]) -> LoadReport:
     """Initialise an attention model from a plain torchvision ResNet/MobileNetV2 state dict (or file).
 
     Every backbone tensor must be present with its shape and is copied; only attention parameters (and the
-    head, if its class count differs) stay freshly initialised. The report names those new keys.
+    head, if the file has none or another class count) stay freshly initialised. The report names them.
     """
     state, source = (
         (read_weights(weights)[0], str(weights))
         if isinstance(weights, (str, os.PathLike))
         else (_strip(weights), "state dict")
     )
-    report = load_state(model, state, source)
-    backbone_missing = [k for k in report.missing if k not in report.new_attention and k not in report.new_head]
-    if backbone_missing:
-        raise CheckpointError(
-            f"{source}: not weights of this backbone: {len(backbone_missing)} backbone tensors missing, "
-            f"e.g. {backbone_missing[0]!r}"
-        )
-    return report
+    return load_state(model, state, source, fresh=FRESH_PARTS)
 
 
 def save_weights(model: nn.Module, path: PathLike) -> Path:

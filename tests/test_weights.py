@@ -88,15 +88,26 @@ def test_own_training_checkpoint_format(tmp_path):
     same_outputs(src, load_checkpoint(path), 32)
 
 
-def test_load_into_given_model_reports_missing(tmp_path, caplog):
+def test_load_into_given_model_is_whole_or_fresh_only_where_asked(tmp_path, caplog):
     src = randomize(create_model("resnet18"))
     path = tmp_path / "w.pt"
     torch.save(src.state_dict(), path)
     target = create_model("eca_resnet18")
-    with caplog.at_level("WARNING", logger="ecanet"):
+    before = target.conv1.weight.clone()
+    with pytest.raises(CheckpointError, match=r"w\.pt: does not fit the model: 8 tensors missing .*layer1\.0\.eca"):
         load_checkpoint(path, model=target)
-    assert "8 missing" in caplog.text and "layer1.0.eca.conv.weight" in caplog.text
+    assert torch.equal(target.conv1.weight, before)  # nothing copied on error
+    with caplog.at_level("INFO", logger="ecanet"):
+        load_checkpoint(path, model=target, fresh=("attention",))
+    assert "left fresh as asked" in caplog.text and "layer1.0.eca.conv.weight" in caplog.text
     assert torch.equal(target.conv1.weight, src.conv1.weight)
+    with pytest.raises(CheckpointError, match=r"w\.pt: does not fit the model: 2 tensors of the file have no place"):
+        load_checkpoint(tmp_path / "w.pt", model=_without_fc(create_model("resnet18")))
+
+
+def _without_fc(model):
+    model.fc = torch.nn.Identity()
+    return model
 
 
 class Payload:
@@ -193,7 +204,7 @@ def test_init_from_torchvision_with_new_head_and_wrong_backbone(tmp_path):
     assert report.new_head == ["fc.bias", "fc.weight"]
     with pytest.raises(CheckpointError, match=r"resnet18\.pth: checkpoint is for another architecture"):
         init_from_torchvision(create_model("eca_resnet50"), path)
-    with pytest.raises(CheckpointError, match="backbone tensors missing"):
+    with pytest.raises(CheckpointError, match="tensors missing from the file"):
         init_from_torchvision(
             create_model("eca_resnet18"), {k: v for k, v in tv.state_dict().items() if "layer4" not in k}
         )

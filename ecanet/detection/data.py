@@ -12,19 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from ..config import read_json
-from ..data import DataError, load_rgb
+from ..data import load_rgb
+from ..errors import DataError, require
+
+mask_utils = require("pycocotools.mask", "detection")
+COCO = require("pycocotools.coco", "detection").COCO
 
 log = logging.getLogger("ecanet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def load_coco(annotations: str | Path) -> COCO:
+def load_coco(annotations: str | Path):
     """pycocotools' COCO index of ``annotations``; corrupt JSON gets one line naming the file."""
     path = Path(annotations)
     data = read_json(path, "--annotations", DataError)

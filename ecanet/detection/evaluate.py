@@ -7,13 +7,15 @@ import io
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
-from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.models.detection import MaskRCNN
 
+from ..errors import require
 from .data import CocoDetection, collate
+
+mask_utils = require("pycocotools.mask", "detection")
+COCOeval = require("pycocotools.cocoeval", "detection").COCOeval
 
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 

@@ -8,13 +8,16 @@ RetinaNet), BatchNorm frozen in the backbone as is standard, and the first stage
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from ..errors import CheckpointError
 from ..models import ResNet, create_model, freeze_batchnorm, parse_model_name
-from ..weights import load_state, read_weights
+from ..weights import FRESH_PARTS, load_state, read_weights
 
 KINDS = ("faster_rcnn", "mask_rcnn", "retinanet")
 _BUILDERS = {"faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN, "retinanet": RetinaNet}
@@ -59,9 +62,20 @@ def create_detector(
         raise ValueError(f"--backbone: detectors take the ImageNet ResNets of the zoo, not {backbone}")
     net = create_model(backbone)
     if backbone_weights:
-        load_state(net, read_weights(backbone_weights)[0], backbone_weights)
+        load_state(net, read_weights(backbone_weights)[0], backbone_weights, fresh=FRESH_PARTS)
     freeze_batchnorm(net)
     fpn = resnet_fpn(net, trainable_layers, retinanet=kind == "retinanet")
     model = _BUILDERS[kind](fpn, num_classes=num_classes, **kwargs)
     model.config = {"model": kind, "kind": kind, "backbone": backbone, "num_classes": num_classes}
+    return model
+
+
+def load_detector(path: str | Path) -> nn.Module:
+    """A detector saved by ``ecanet detect train`` (safetensors with kind, backbone, num_classes in metadata)."""
+    state, meta = read_weights(path)
+    if "kind" not in meta:
+        raise CheckpointError(f"{path}: not detector weights (no detector kind in the metadata)")
+    model = create_detector(meta["kind"], meta["backbone"], meta["num_classes"])
+    model.load_state_dict(state)
+    model.config.update(meta)  # class names, when the file has them
     return model

@@ -1,51 +1,28 @@
-"""Detection training and evaluation on COCO-format data, on the shared loop (``ecanet.fit``): the 1x
-schedule by default (12 epochs, SGD lr 0.02 per 16 images, momentum 0.9, weight decay 1e-4, lr / 10 at
-epochs 8 and 11, linear warmup)."""
+"""Detection training and evaluation on COCO-format data, on the shared loop (``ecanet.fit``), with the
+settings of ``DetectConfig`` (the 1x schedule by default)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..config import TrainConfig
 from ..data import check_batch_size
 from ..distributed import Dist, cleanup, init_distributed
 from ..engine import Precision
 from ..fit import Task, fit
-from ..weights import CheckpointError, read_weights
+from ..plots import plot_detection_curves
+from .config import DetectConfig
 from .data import CocoDetection, collate
 from .evaluate import METRICS, coco_evaluate
 from .models import create_detector
 
 log = logging.getLogger("ecanet")
-
-
-@dataclass
-class DetectConfig(TrainConfig):
-    model: str = "faster_rcnn"  # faster_rcnn | mask_rcnn | retinanet
-    backbone: str = "eca_resnet50"
-    backbone_weights: str | None = None
-    trainable_layers: int = 3
-    images: str | None = None
-    annotations: str | None = None
-    val_images: str | None = None
-    val_annotations: str | None = None
-    min_size: int = 800
-    max_size: int = 1333
-    epochs: int = 12
-    batch_size: int = 2
-    base_lr: float = 0.02
-    base_batch: int = 16
-    weight_decay: float = 1e-4
-    schedule: str = "multistep"
-    milestones: list[int] = field(default_factory=lambda: [8, 11])
-    warmup_epochs: float = 0.1  # linear warmup (about 700 iterations of COCO at batch 16)
 
 
 class DetectionStep:
@@ -60,17 +37,6 @@ class DetectionStep:
         targets = [{k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
         losses = model(images, targets)
         return sum(losses.values()), {"n": len(images)}
-
-
-def load_detector(path: str | Path) -> nn.Module:
-    """A detector saved by ``ecanet detect train`` (safetensors with kind, backbone, num_classes in metadata)."""
-    state, meta = read_weights(path)
-    if "kind" not in meta:
-        raise CheckpointError(f"{path}: not detector weights (no detector kind in the metadata)")
-    model = create_detector(meta["kind"], meta["backbone"], meta["num_classes"])
-    model.load_state_dict(state)
-    model.config.update(meta)  # class names, when the file has them
-    return model
 
 
 def train_detector(cfg: DetectConfig) -> dict:
@@ -134,7 +100,8 @@ def _train(cfg: DetectConfig, ctx: Dist) -> dict:
         segm = f" | mask AP {r['segm_AP']:.2f}" if "segm_AP" in r else ""
         return f"train loss {r['train_loss']:.4f} | box AP {r['bbox_AP']:.2f}{segm} | {r['img_per_s']:.1f} img/s"
 
-    result = fit(Task(model, loader, DetectionStep(ctx.device), validate, train_fields, describe), cfg, ctx)
+    task = Task(model, loader, DetectionStep(ctx.device), validate, train_fields, describe, plot_detection_curves)
+    result = fit(task, cfg, ctx)
     last = result["records"][-1] if result["records"] else {}
     summary = {
         "model": cfg.model,
