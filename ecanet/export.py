@@ -35,6 +35,8 @@ def export_model(
     if fmt not in FORMATS:
         raise ExportError(f"--format: unknown format {fmt!r}; choose one of {FORMATS}")
     path = Path(path)
+    if fmt == "exported" and path.suffix != ".pt2":
+        raise ExportError(f"--output: {path}: a torch.export program is saved as a .pt2 file")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     g = torch.Generator().manual_seed(0)

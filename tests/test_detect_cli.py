@@ -131,3 +131,32 @@ def test_detect_convert_masks_cli_and_errors(tmp_path, capsys):
         == 2
     )
     assert "c.json: not a PyTorch or safetensors checkpoint" in capsys.readouterr().err
+
+
+def test_detect_config_round_trip_and_report(tmp_path, capsys):
+    images, ann = make_coco(tmp_path / "coco")
+    first = tmp_path / "first"
+    args = ["detect", "train", "--model", "retinanet", "--backbone", "resnet18", "--images", str(images)]
+    args += ["--annotations", str(ann), "--epochs", "1", "--batch-size", "2", "--min-size", "64", "--max-size", "64"]
+    args += ["--workers", "0", "--output", str(first), "--milestones", "5", "--lr", "0.001"]
+    assert main(args) == 0
+    saved = json.loads((first / "config.json").read_text())
+    again = tmp_path / "again"
+    assert main(["detect", "train", "--config", str(first / "config.json"), "--output", str(again)]) == 0
+    reused = json.loads((again / "config.json").read_text())
+    assert reused == {**saved, "output": str(again)}  # every detection field came back from the file
+    capsys.readouterr()
+
+    assert main(["report", str(again)]) == 0
+    page = (again / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 1  # the loss and AP curves
+    record = json.loads((again / "metrics.jsonl").read_text().splitlines()[0])
+    assert "<th>bbox_AP</th>" in page and f"{record['bbox_AP']:.4g}" in page
+    assert "retinanet (resnet18)" in page
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"model": "x", "nonsense": 1}')
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: unknown keys ['nonsense']" in err and "Traceback" not in err

@@ -51,3 +51,45 @@ def test_export_cli_from_weights(tmp_path, capsys):
     assert loaded(torch.randn(5, 3, 32, 32)).shape == (5, 10)
     assert main(["export", "--output", str(out)]) == 2
     assert "--model or --weights is required" in capsys.readouterr().err
+
+
+def test_exported_program_and_dynamic_size_onnx_match_pytorch_at_two_sizes(tmp_path):
+    import onnxruntime
+
+    model = calibrated("eca_resnet18")
+    x64, x96 = torch.randn(3, 3, 64, 64), torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        want64, want96 = model(x64), model(x96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = export_model(model, tmp_path / "m.pt2", "exported", image_size=64, dynamic_size=True)
+        export_model(model, tmp_path / "m.onnx", "onnx", image_size=64, dynamic_size=True)
+    assert result["sizes"] == [64, 96]
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()  # loaded independently of export_model
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for x, want in ((x64, want64), (x96, want96)):
+        torch.testing.assert_close(program(x), want, rtol=0, atol=1e-4)
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_param for d in (dims[0], dims[2], dims[3]))  # batch, height and width symbolic
+    with pytest.raises(ExportError, match=r"--output: .*m\.onnx: a torch.export program is saved as a \.pt2 file"):
+        export_model(model, tmp_path / "m.onnx", "exported")
+
+
+def test_export_builds_the_model_the_weights_file_holds(tmp_path, capsys):
+    model = calibrated("eca_resnet18")  # 10 classes
+    weights = save_weights(model, tmp_path / "w.safetensors")
+    out = tmp_path / "m.pt2"
+    args = ["export", "--weights", str(weights), "--output", str(out), "--format", "exported", "--image-size", "64"]
+    assert main([*args, "--model", "eca_resnet18"]) == 0
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(str(out)).module()(x), model(x), rtol=0, atol=1e-5)
+    capsys.readouterr()
+    out.unlink()
+    assert main([*args, "--model", "eca_resnet18", "--num-classes", "1000"]) == 2
+    assert "w.safetensors: holds a 10-class model, not 1000 classes (--num-classes)" in capsys.readouterr().err
+    assert main([*args, "--model", "resnet18"]) == 2
+    assert "w.safetensors: holds eca_resnet18, not resnet18 (--model)" in capsys.readouterr().err
+    assert not out.exists()

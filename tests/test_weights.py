@@ -216,3 +216,16 @@ def test_loaded_eca_modules_have_file_kernel_sizes(tmp_path):
     save_authors_format(src, path, "eca_resnet34")
     ks = {m.kernel_size for m in load_checkpoint(path).layer1.modules() if isinstance(m, ECA)}
     assert ks == {1}
+
+
+def test_zoo_name_builds_the_model_that_fits_the_file(tmp_path):
+    src = randomize(create_model("resnet18", num_classes=10))
+    path = tmp_path / "plain.pth"
+    torch.save(src.state_dict(), path)  # no metadata: name and classes come from keys and shapes
+    model = load_checkpoint(path, "resnet18")
+    assert model.fc.out_features == 10
+    same_outputs(src, model, 32)
+    with pytest.raises(CheckpointError, match=r"plain\.pth: holds resnet18, not eca_resnet18 \(--model\)"):
+        load_checkpoint(path, "eca_resnet18")
+    with pytest.raises(CheckpointError, match=r"plain\.pth: holds a 10-class model, not 5 classes"):
+        load_checkpoint(path, num_classes=5)
