@@ -13,7 +13,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .layers import is_attention
-from .models import plain_formulation
 
 
 def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> dict[str, int]:
@@ -35,7 +34,7 @@ def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) ->
     was_training = model.training
     try:
         model.eval()
-        with counter, torch.no_grad(), plain_formulation(model):
+        with counter, torch.no_grad():
             model(torch.zeros(1, *input_size, device=ref.device, dtype=ref.dtype))
     finally:
         model.train(was_training)

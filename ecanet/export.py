@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ExportError, require
-from .models import plain_formulation
 
 FORMATS = ("onnx", "exported", "torchscript")
 Runner = Callable[[Tensor], Tensor]
@@ -44,7 +43,7 @@ def export_model(
     example = torch.randn(2, 3, image_size, image_size, generator=g)
     checks = [torch.randn(3, 3, s, s, generator=g) for s in sizes]  # another batch size: the dynamic axis
     exporter = {"onnx": _onnx, "exported": _exported, "torchscript": _torchscript}[fmt]
-    with torch.no_grad(), plain_formulation(model):
+    with torch.no_grad():
         run = exporter(model, example, path, dynamic_size)
         diff = max(float((run(x) - model(x)).abs().max()) for x in checks)
     if not diff <= tolerance:

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from .data import eval_transform, load_rgb
 from .errors import require
 from .layers import CBAM, ECA, SE
-from .models import plain_formulation
 
 
 def load_images(paths: list[str | Path], image_size: int) -> Tensor:
@@ -32,8 +31,7 @@ def channel_attention(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
         for name, m in layers.items()
     ]
     try:
-        with plain_formulation(model):  # attention modules are then called as modules, so the hooks fire
-            model.eval()(images)
+        model.eval()(images)  # the hooks make every block call its attention module (fast_path_applies)
     finally:
         for h in hooks:
             h.remove()
@@ -97,7 +95,7 @@ def grad_cam(
     if classes is None:
         with torch.no_grad():
             classes = model(images).argmax(1).tolist()
-    with plain_formulation(model), GradCAM(model=model, target_layers=[modules[layer]]) as cam:
+    with GradCAM(model=model, target_layers=[modules[layer]]) as cam:
         maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(c) for c in classes])
     return maps, classes
 

@@ -299,3 +299,50 @@ def test_fused_under_torch_compile(kind, train):
     torch.testing.assert_close(gx1, gx2, atol=1e-4, rtol=1e-3)
     for a, b in zip(gp1, gp2):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_forward_hook_on_eca_fires_in_train_and_eval_with_the_fused_default():
+    model = create_model("eca_resnet50", num_classes=10)
+    assert model.layer1[0].fused
+    seen = []
+    eca = model.layer1[0].eca
+    handle = eca.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
+    x = torch.randn(2, 3, 64, 64)
+    for mode in (True, False):
+        model.train(mode)(x)
+        inp, out = seen[-1]
+        torch.testing.assert_close(out, inp * eca.attention(inp)[:, :, None, None])
+    handle.remove()
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_each_kernel_equals_its_reference(channels_last):
+    from ecanet.layers.fused.kernels import REFERENCES, add_relu_, centred_sum, channel_sums, relu_backward, scale_shift
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, g, identity = (torch.randn(3, 5, 4, 6, dtype=torch.float64).to(memory_format=fmt) for _ in range(3))
+    mean, invstd = torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5
+    a, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    cases = {
+        centred_sum: (x, mean),
+        scale_shift: (x, a, b, torch.empty_like(x)),
+        add_relu_: (x.clone(), identity),
+        relu_backward: (g, x),
+        channel_sums: (g, x, mean, invstd, torch.empty_like(x)),
+    }
+    assert set(cases) == set(REFERENCES)
+    for kernel, args in cases.items():
+        ref_args = [t.clone() if isinstance(t, torch.Tensor) else t for t in args]
+        torch.testing.assert_close(kernel(*args), REFERENCES[kernel](*ref_args), rtol=1e-12, atol=1e-12)
+
+
+def test_fused_training_step_refuses_double_backward():
+    block = Bottleneck(16, 4, attn="eca").double()
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64, requires_grad=True)
+    y = block(x)
+    v = torch.randn_like(y, requires_grad=True)  # a gradient that itself needs a gradient
+    (grad,) = torch.autograd.grad(y, x, v, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

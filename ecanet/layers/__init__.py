@@ -2,8 +2,8 @@
 
 from .cbam import CBAM
 from .eca import ECA, eca_kernel_size
-from .eca_fused import eca_residual
 from .factory import ATTENTIONS, ECA_ATTENTIONS, attention_attribute, create_attention, is_attention
+from .fused import eca_residual
 from .se import SE
 
 __all__ = [

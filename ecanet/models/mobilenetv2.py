@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
 
-from ..layers import ECA, create_attention, eca_residual
-from ..layers.eca_fused import is_fusable_norm
-from .resnet import set_fused
+from ..layers import create_attention
+from ..layers.fused import eca_residual, fast_path_applies, set_fused
 
 # t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
 SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
@@ -43,7 +42,7 @@ class InvertedResidual(tv.InvertedResidual):
 
     def forward(self, x: Tensor) -> Tensor:
         *body, norm, attn = self.conv
-        if not (self.fused and isinstance(attn, ECA) and is_fusable_norm(norm)):
+        if not fast_path_applies(self.fused, attn, norm):
             return super().forward(x)
         out = x
         for layer in body:

@@ -7,37 +7,15 @@ submodule (``layer1.0.eca.conv.weight``), so torchvision's and the ECA authors' 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import ECA, attention_attribute, create_attention, eca_residual
+from ..layers import attention_attribute, create_attention
 from ..layers.eca import spatial_mean
-from ..layers.eca_fused import is_fusable_norm, uses_running_stats
-
-
-def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every block of ``model`` between the fast ECA path (True) and the plain formulation."""
-    for m in model.modules():
-        if hasattr(m, "fused"):
-            m.fused = enabled
-    return model
-
-
-@contextmanager
-def plain_formulation(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily run every block with the plain ECA formulation (same maths, attention called as a
-    module, so hooks and counters on the attention modules see it)."""
-    previous = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
-    set_fused(model, False)
-    try:
-        yield model
-    finally:
-        for m, enabled in previous.items():
-            m.fused = enabled
+from ..layers.fused import eca_residual, fast_path_applies, set_fused, uses_running_stats
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -49,11 +27,13 @@ def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class AttentionBlock(nn.Module):
-    """Shared tail of the residual blocks: last norm, attention on the branch, add the shortcut, ReLU.
+    """What the residual blocks share: their attention module, by name (``eca``, ``se``, ``cbam``), and the
+    switch of the fused ECA step.
 
-    With ``fused=True`` (default) the BatchNorm, ECA, the addition and the ReLU run as one step that keeps
-    no extra activation for backward and, in inference, writes into the last convolution's output
-    (``eca_residual``); ``fused=False`` keeps the plain formulation.
+    ``forward`` reads like Figure 2; when ``fused`` (the default) and the attention is ECA, the block's tail
+    (last BatchNorm, ECA, addition, ReLU) runs as one step with the same value (``eca_residual``; in
+    inference written into the last convolution's output), unless something watches the ECA module
+    (``fast_path_applies``); ``fused=False`` always runs the plain formulation.
     """
 
     attn_name: str | None
@@ -64,19 +44,12 @@ class AttentionBlock(nn.Module):
         if attn is not None:
             self.add_module(self.attn_name, create_attention(attn, channels, kernel_size))
 
-    def _fused_attention(self, norm: nn.Module) -> ECA | None:
-        attn = getattr(self, self.attn_name) if self.attn_name is not None else None
-        return attn if self.fused and isinstance(attn, ECA) and is_fusable_norm(norm) else None
+    def attention(self, x: Tensor) -> Tensor:
+        """The block's channel attention (identity without one)."""
+        return x if self.attn_name is None else getattr(self, self.attn_name)(x)
 
-    def _merge(self, out: Tensor, norm: nn.Module, identity: Tensor, x_mean: Tensor | None = None) -> Tensor:
-        fused = self._fused_attention(norm)
-        if fused is not None:
-            return eca_residual(fused, norm, out, identity, x_mean=x_mean, inplace=True)
-        out = norm(out)
-        if self.attn_name is not None:
-            out = getattr(self, self.attn_name)(out)
-        out += identity
-        return self.relu(out)
+    def _fuses(self, norm: nn.Module) -> bool:
+        return fast_path_applies(self.fused, getattr(self, self.attn_name or "", None), norm)
 
 
 class BasicBlock(AttentionBlock):
@@ -104,7 +77,13 @@ class BasicBlock(AttentionBlock):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        return self._merge(self.conv2(out), self.bn2, identity)
+        out = self.conv2(out)
+        if self._fuses(self.bn2):
+            return eca_residual(self.eca, self.bn2, out, identity, inplace=True)
+        out = self.bn2(out)
+        out = self.attention(out)
+        out += identity
+        return self.relu(out)
 
 
 class Bottleneck(AttentionBlock):
@@ -136,8 +115,14 @@ class Bottleneck(AttentionBlock):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self._merge(self.conv3(out), self.bn3, identity, self._conv3_mean(out))
+        h = self.relu(self.bn2(self.conv2(out)))
+        out = self.conv3(h)
+        if self._fuses(self.bn3):
+            return eca_residual(self.eca, self.bn3, out, identity, x_mean=self._conv3_mean(h), inplace=True)
+        out = self.bn3(out)
+        out = self.attention(out)
+        out += identity
+        return self.relu(out)
 
     def _conv3_mean(self, h: Tensor) -> Tensor | None:
         """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
@@ -146,7 +131,7 @@ class Bottleneck(AttentionBlock):
         channels in multiply-adds per value of conv3's output that it spares reading, so it is used while
         those channels are at most four times the spatial size (stages 1-3 of ResNet-50 at 224 px, not
         stage 4's 7x7 maps)."""
-        if self._fused_attention(self.bn3) is None or not uses_running_stats(self.bn3):
+        if not uses_running_stats(self.bn3):
             return None
         if self.conv3.in_channels > 4 * h[0, 0].numel():
             return None

@@ -1,0 +1,93 @@
+"""The fused ECA training step as one autograd Function: ``act(s * norm(x) + identity)`` with the ECA gate
+s = gate(mean_S(norm(x))), forward and backward written out so that nothing full-size is kept beyond what
+a plain ResNet keeps (BatchNorm's input x and the block output y).
+
+Forward, per sample n and channel c (S: the spatial positions, m = N * |S| per channel):
+    x_hat = (x - mu) * r,  r = 1 / sqrt(var + eps)        mu, var: batch or running statistics
+    z = w * x_hat + b = x * scale + shift                  BatchNorm, an affine map per channel
+    p[n, c] = mean_S z = mean_S(x) * scale + shift         ECA's pooled descriptor, from x's spatial mean
+    s = gate(p)                                            ECA: 1-D conv over channels + sigmoid
+    y = act(s * z + identity)                              act: ReLU or nothing
+
+Backward, with G = dL/dy * act'(.) (ReLU's mask, read off y):
+    ds[n, c]     = sum_S G * z = w * sum_S(G * x_hat) + b * sum_S(G)
+    d_pooled     = the gate's backward of ds (autograd over the small (N, C) graph kept from forward)
+    dz           = s * G + d_pooled / |S|                 the product's and the pooling's gradients
+    d_bias[c]    = sum_{n,S} dz     = sum_n(s * sum_S G + d_pooled)
+    d_weight[c]  = sum_{n,S} dz * x_hat = sum_n(s * sum_S(G * x_hat) + d_pooled * mean_S x_hat)
+    dx           = scale * dz                                         (running statistics), or
+    dx           = scale * (dz - d_bias / m - x_hat * d_weight / m)   (batch statistics: BatchNorm's rule)
+Written per element, dx = g_coef * G + x_coef * x + offset with
+    g_coef[n, c] = scale * s
+    x_coef[c]    = -scale * r * d_weight / m                          (0 with running statistics)
+    offset[n, c] = scale * d_pooled / |S| - scale * d_bias / m - x_coef * mu   (first term alone likewise)
+so dx is one new buffer filled in one pass (plus one for x_coef * x), and every reduction comes from the two
+per-(sample, channel) sums of ``channel_sums``. Double backward is not supported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from ..eca import ECA
+from .kernels import add_relu_, channel_sums, per_channel, relu_backward, scale_shift
+from .statistics import affine, statistics
+
+
+class NormECAResidual(torch.autograd.Function):
+    """``act(eca(norm(x)) + identity)`` in training; see the module docstring for the derivation."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, identity: Tensor | None, relu: bool, norm: nn.Module, eca: ECA, *params: Tensor):
+        acc = torch.promote_types(x.dtype, torch.float32)  # per-channel arithmetic in >= fp32
+        stats = statistics(norm, x)
+        mean, invstd = stats.mean.to(acc), (stats.var.to(acc) + norm.eps).rsqrt()
+        scale, shift = (v.to(acc) for v in affine(norm, mean, invstd))
+        x_centred = stats.mean_nc - mean
+        pooled = scale * x_centred if norm.bias is None else torch.addcmul(norm.bias.to(acc), scale, x_centred)
+        pooled, xhat_mean = pooled.to(x.dtype), x_centred * invstd
+        with torch.enable_grad():  # the gate's small graph is kept for backward rather than recomputed
+            pooled = pooled.requires_grad_()
+            s = eca.gate(pooled)
+        sd = s.detach().to(acc)
+        y = scale_shift(x, scale * sd, shift * sd, out=torch.empty_like(x))  # s * z, the one new buffer
+        if identity is not None:
+            y = add_relu_(y, identity) if relu else y.add_(identity)
+        elif relu:
+            y = y.relu_()
+        ctx.relu, ctx.batch, ctx.has_identity = relu, stats.batch, identity is not None
+        ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
+        ctx.gate = (pooled, s, list(eca.parameters()))
+        ctx.save_for_backward(x, y, mean, invstd, scale, xhat_mean, norm.weight, norm.bias)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        x, y, mean, invstd, scale, xhat_mean, weight, bias = ctx.saved_tensors
+        if ctx.relu:
+            g = relu_backward(g, y)
+        acc, positions = mean.dtype, x[0, 0].numel()
+        dx = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
+        g_sum, g_xhat = channel_sums(g, x, mean, invstd, dx)
+        ds = (1 if weight is None else weight.to(acc)) * g_xhat + (0 if bias is None else bias.to(acc) * g_sum)
+        pooled, s, eca_params = ctx.gate
+        # retain_graph: backward may run more than once over a retained outer graph (e.g. gradcheck)
+        d_pooled, *d_eca = torch.autograd.grad(s, [pooled, *eca_params], ds.to(s.dtype), retain_graph=True)
+        d_pooled, s = d_pooled.to(acc), s.detach().to(acc)
+
+        d_bias = (s * g_sum + d_pooled).sum(0)
+        d_weight = (s * g_xhat + d_pooled * xhat_mean).sum(0)
+        g_coef = scale * s
+        offset = scale * d_pooled / positions
+        if ctx.batch:  # the batch's mean and variance depend on x too
+            count = x.numel() // x.shape[1]
+            x_coef = -scale * invstd * d_weight / count
+            offset = offset - scale * d_bias / count - x_coef * mean
+        scale_shift(g, g_coef, offset, out=dx)
+        if ctx.batch:
+            dx.addcmul_(x, per_channel(x_coef, x))
+        d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
+        return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_eca)

@@ -1,0 +1,43 @@
+"""The fused ECA step as plain tensor operations, for inference and torch.compile.
+
+With its statistics known, BatchNorm is an affine map per channel, so ``act(eca(norm(x)) + identity)`` is
+``act(x * (scale * s) + shift * s + identity)`` with per-(sample, channel) coefficients, and ECA's pooled
+descriptor is mean_S(x) * scale + shift: no BatchNorm output is needed. In eager inference the result may
+overwrite x. Under torch.compile Inductor generates the fused kernels and the backward from these
+operations; custom autograd code would only hide the maths from it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..eca import ECA
+from .kernels import per_channel
+from .statistics import affine, statistics
+
+
+def affine_step(
+    eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool, x_mean: Tensor | None, inplace: bool
+) -> Tensor:
+    """act(x * scale * s + shift * s + identity), into x itself when ``inplace``."""
+    stats = statistics(norm, x, x_mean)
+    scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
+    s = eca.gate((stats.mean_nc * scale + shift).to(x.dtype))
+    # One stacked (2, N, C) tensor: Inductor computes a stack once, in the gate's small kernel, instead of
+    # inlining two products (and BatchNorm's rsqrt) into the full-size kernel for every element.
+    a, b = torch.stack((scale * s, shift * s)).to(x.dtype)
+    return scale_add(x, a, b, identity, relu, x if inplace else None)
+
+
+def scale_add(x: Tensor, a: Tensor, b: Tensor, identity: Tensor | None, relu: bool, out: Tensor | None) -> Tensor:
+    """act(x * a + b + identity) with (N, C) coefficients a and b, into ``out`` (None: a new tensor).
+
+    The coefficients come before x in the argument lists on purpose: Inductor's locality pass places each
+    operation's producers right before it in argument order, so with x last the block's last convolution
+    runs after the gate, and the pooling of that convolution's input fuses into the kernel that writes it.
+    """
+    a = per_channel(a, x)
+    y = torch.mul(a, x, out=out) if identity is None else torch.addcmul(identity, a, x, out=out)
+    y = y.add_(per_channel(b, x))
+    return y.relu_() if relu else y

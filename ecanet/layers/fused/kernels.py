@@ -1,0 +1,119 @@
+"""The low-level kernels of the fused ECA step, each behind a named function with a one-line contract and
+a pure-PyTorch reference (``REFERENCES``) that the tests compare it against.
+
+Several reuse ATen operators written for another job (BatchNorm's own kernels run over an ``(1, N*C, HW)``
+view, so that per-(sample, channel) work becomes BatchNorm's per-channel work). They are private ATen ops:
+should PyTorch change one, its reference here is the drop-in replacement, and the tests say which broke.
+Why each is faster than its reference on a CPU is measured in docs/fast-path.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def per_channel(v: Tensor, x: Tensor) -> Tensor:
+    """View a (C,) or (N, C) tensor so that it broadcasts against x of shape (N, C, *S)."""
+    lead = (1, -1) if v.ndim == 1 else v.shape
+    return v.reshape(*lead, *([1] * (x.ndim - 2)))
+
+
+def _flat_view(x: Tensor) -> tuple[int, ...]:
+    """The (1, N*C, S) view under which per-(sample, channel) work is BatchNorm's per-channel work."""
+    return (1, x.shape[0] * x.shape[1], -1)
+
+
+def centred_sum(x: Tensor, mean: Tensor) -> Tensor:
+    """sum over (N, *S) of x * (x - mean), per channel: the variance times the count, in one read of x.
+
+    BatchNorm's backward reduction with x as both the gradient and the input (it writes nothing full-size).
+    """
+    ones = torch.ones_like(mean)
+    _, total, _ = torch.ops.aten.native_batch_norm_backward(
+        x, x, ones, None, None, mean, ones, True, 0.0, [False, True, False]
+    )
+    return total
+
+
+def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """out = x * a + b with (N, C) coefficients a and b, in one pass.
+
+    Contiguous tensors: BatchNorm's inference kernel over the flat view, with a and b as its weight and
+    bias and identity statistics (``addcmul`` with two broadcast operands is not vectorised on CPU).
+    """
+    if x.is_contiguous() and out.is_contiguous():
+        a, b, view = a.reshape(-1), b.reshape(-1), _flat_view(x)
+        empty = a.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(
+            x.view(view), a, b, torch.zeros_like(a), torch.ones_like(a), False, 0.0, 0.0,
+            out=out.view(view), save_mean=empty, save_invstd=empty,
+        )  # fmt: skip
+        return out
+    return torch.addcmul(per_channel(b, x), x, per_channel(a, x), out=out)
+
+
+def add_relu_(y: Tensor, identity: Tensor) -> Tensor:
+    """y = relu(y + identity), in place; on CPU in fp32/fp64 one pass (ATen's ``_add_relu_``, the kernel of
+    PyTorch's own add + ReLU fusion, which has no bf16 or fp16)."""
+    if y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64):
+        return torch.ops.aten._add_relu_(y, identity)
+    return y.add_(identity).relu_()
+
+
+def relu_backward(g: Tensor, y: Tensor) -> Tensor:
+    """g where y > 0, else 0: ReLU's gradient from its output (ATen's ``threshold_backward``)."""
+    return torch.ops.aten.threshold_backward(g, y, 0)
+
+
+def channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
+    """Per (sample, channel): sum_S(g) and sum_S(g * (x - mean) * invstd), in mean's dtype.
+
+    Contiguous tensors: BatchNorm's backward reduction over the flat view, one pass over g and x that writes
+    nothing full-size. Other layouts write g * (x - mean) into ``scratch`` (x's shape; the caller's).
+    """
+    n, c = x.shape[:2]
+    if x.is_contiguous() and g.is_contiguous():
+        ones = torch.ones(n * c, dtype=mean.dtype, device=x.device)
+        view = _flat_view(x)
+        _, g_xhat, g_sum = torch.ops.aten.native_batch_norm_backward(
+            g.view(view), x.view(view), ones, None, None, mean.repeat(n), invstd.repeat(n), True, 0.0,
+            [False, True, True],
+        )  # fmt: skip
+        return g_sum.view(n, c), g_xhat.view(n, c)
+    dims = tuple(range(2, x.ndim))
+    g_xc = torch.sub(x, per_channel(mean, x), out=scratch).mul_(g).sum(dims, dtype=mean.dtype)
+    return g.sum(dims, dtype=mean.dtype), g_xc * invstd
+
+
+def _centred_sum_reference(x: Tensor, mean: Tensor) -> Tensor:
+    return (x * (x - per_channel(mean, x))).sum((0, *range(2, x.ndim)))
+
+
+def _scale_shift_reference(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    return out.copy_(x * per_channel(a, x) + per_channel(b, x))
+
+
+def _add_relu_reference(y: Tensor, identity: Tensor) -> Tensor:
+    return y.copy_((y + identity).clamp_min(0))
+
+
+def _relu_backward_reference(g: Tensor, y: Tensor) -> Tensor:
+    return torch.where(y > 0, g, torch.zeros_like(g))
+
+
+def _channel_sums_reference(
+    g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor
+) -> tuple[Tensor, Tensor]:
+    dims = tuple(range(2, x.ndim))
+    xhat = (x.to(mean.dtype) - per_channel(mean, x)) * per_channel(invstd, x)
+    return g.to(mean.dtype).sum(dims), (g.to(mean.dtype) * xhat).sum(dims)
+
+
+REFERENCES = {
+    centred_sum: _centred_sum_reference,
+    scale_shift: _scale_shift_reference,
+    add_relu_: _add_relu_reference,
+    relu_backward: _relu_backward_reference,
+    channel_sums: _channel_sums_reference,
+}

@@ -1,0 +1,92 @@
+"""BatchNorm inside the fused step: which norms it takes, the statistics they normalise with, and the
+running-statistics update, done as ``torch.nn.BatchNorm*`` does it (torch/nn/modules/batchnorm.py)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .kernels import centred_sum
+
+# The norms the step takes, with the input rank each accepts (as their own _check_input_dim does).
+FUSED_NORMS: dict[type, int] = {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5, FrozenBatchNorm2d: 4}
+
+
+def is_fusable_norm(norm: nn.Module) -> bool:
+    """Whether the fused step can run ``norm`` (BatchNorm and frozen BatchNorm; SyncBatchNorm and other
+    norms take the plain formulation)."""
+    return type(norm) in FUSED_NORMS
+
+
+def uses_running_stats(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises with fixed running statistics (eval mode, or frozen): an affine map per
+    channel."""
+    return isinstance(norm, FrozenBatchNorm2d) or not (norm.training or norm.running_mean is None)
+
+
+class Statistics(NamedTuple):
+    """What one forward of the norm needs: x's spatial mean per (sample, channel), the per-channel mean and
+    variance the norm normalises with (>= fp32), and whether those are the batch's."""
+
+    mean_nc: Tensor
+    mean: Tensor
+    var: Tensor
+    batch: bool
+
+
+def _momentum(norm: nn.Module) -> float:
+    """BatchNorm's step: count the batch and return the running statistics' update factor."""
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # cumulative moving average
+            return 1.0 / float(norm.num_batches_tracked)
+    return 0.0 if norm.momentum is None else norm.momentum
+
+
+def batch_variance(x: Tensor, mean: Tensor) -> Tensor:
+    """The biased variance per channel over the batch and space, given its mean.
+
+    One read of x (``centred_sum``). That sum also holds mean * sum(x - mean), the rounding of the mean
+    times the count: a relative error of about eps * (mean / std)^2; where a channel's mean exceeds 30 std,
+    the two-pass variance is taken instead (checked on CPU only: a GPU would have to wait for the check).
+    """
+    var = centred_sum(x, mean) / (x.numel() // x.shape[1])
+    if x.device.type == "cpu" and bool((var * 900 < mean * mean).any()):
+        var = torch.var(x.to(mean.dtype), dim=(0, *range(2, x.ndim)), correction=0)
+    return var
+
+
+def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None) -> Statistics:
+    """The statistics ``norm`` normalises x with; with batch statistics the running ones are updated as
+    BatchNorm does. ``x_mean`` (x's spatial mean, if the caller has it) is used with running statistics."""
+    expected = FUSED_NORMS[type(norm)]
+    if x.ndim != expected:
+        raise ValueError(f"{type(norm).__name__}: expected a {expected}-D input, got shape {tuple(x.shape)}")
+    dims, acc = tuple(range(2, x.ndim)), torch.promote_types(x.dtype, torch.float32)
+    factor = 0.0 if isinstance(norm, FrozenBatchNorm2d) else _momentum(norm)
+    if uses_running_stats(norm):
+        mean_nc = x.mean(dims, dtype=acc) if x_mean is None else x_mean
+        return Statistics(mean_nc, norm.running_mean, norm.running_var, False)
+    if torch.compiler.is_compiling():  # one reduction, which Inductor fuses: mean and variance per (n, c)
+        var_nc, mean_nc = torch.var_mean(x, dims, correction=0)
+        mean = mean_nc.mean(0)
+        var = (var_nc + (mean_nc - mean) ** 2).mean(0)  # mean variance within samples + variance of means
+    else:
+        mean_nc = x.mean(dims, dtype=acc)
+        mean = mean_nc.mean(0)
+        var = batch_variance(x, mean)
+    if norm.training and norm.track_running_stats and norm.running_mean is not None:
+        count = x.numel() // x.shape[1]
+        with torch.no_grad():
+            norm.running_mean.mul_(1 - factor).add_(factor * mean)
+            norm.running_var.mul_(1 - factor).add_(factor * count / (count - 1) * var)
+    return Statistics(mean_nc, mean, var, True)
+
+
+def affine(norm: nn.Module, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor]:
+    """(scale, shift) with norm(x) = x * scale + shift per channel, given the mean and 1/std it uses."""
+    scale = invstd if norm.weight is None else invstd * norm.weight
+    return scale, (-mean * scale if norm.bias is None else norm.bias - mean * scale)
