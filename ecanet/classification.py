@@ -101,10 +101,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.freeze_bn:
         freeze_batchnorm(model)
     if cfg.freeze_stages:
-        frozen = ["conv1", "bn1"] + [f"layer{i + 1}" for i in range(cfg.freeze_stages)]
-        for name, p in model.named_parameters():
-            if name.split(".")[0] in frozen:
-                p.requires_grad_(False)
+        model.freeze_stages(cfg.freeze_stages)
     return model
 
 

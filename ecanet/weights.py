@@ -19,8 +19,9 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
 from .errors import CheckpointError
-from .layers import ECA, ECA_ATTENTIONS, is_attention
+from .layers import ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
+from .models.registry import find_arch, stage_eca_modules
 
 log = logging.getLogger("ecanet")
 
@@ -113,15 +114,6 @@ def read_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
     return _strip(state), meta
 
 
-_RESNET_DEPTHS = {
-    ("basic", (2, 2, 2, 2)): 18,
-    ("basic", (3, 4, 6, 3)): 34,
-    ("bottleneck", (3, 4, 6, 3)): 50,
-    ("bottleneck", (3, 4, 23, 3)): 101,
-    ("bottleneck", (3, 8, 36, 3)): 152,
-}
-
-
 def infer_model_name(state: Mapping[str, Tensor], arch_hint: str | None = None) -> str:
     """Name the zoo model a state dict belongs to, from its keys and shapes.
 
@@ -136,10 +128,7 @@ def infer_model_name(state: Mapping[str, Tensor], arch_hint: str | None = None) 
             blocks.append(1 + max(int(m.group(1)) for k in keys if (m := re.match(rf"layer{stage}\.(\d+)\.", k))))
             stage += 1
         kind = "bottleneck" if "layer1.0.conv3.weight" in keys else "basic"
-        if len(blocks) == 3 and kind == "basic" and len(set(blocks)) == 1:
-            arch = f"resnet{6 * blocks[0] + 2}"
-        else:
-            arch = f"resnet{_RESNET_DEPTHS.get((kind, tuple(blocks)), '?')}"
+        arch = find_arch("resnet", kind, blocks) or "?"
     elif "features.0.0.weight" in keys and "classifier.1.weight" in keys:
         arch = "mobilenet_v2"
     else:
@@ -172,14 +161,9 @@ def _kernel_sizes(name: str, state: Mapping[str, Tensor]) -> list[int] | None:
     if parse_model_name(name)[0] not in ECA_ATTENTIONS:
         return None
     with torch.device("meta"):
-        skeleton = create_model(name, eca_k="adaptive")
-    sizes = []
-    for prefix in skeleton.stage_prefixes():
-        key = next(n for n, m in skeleton.named_modules() if n.startswith(prefix + ".") and isinstance(m, ECA))
-        if key + ".conv.weight" not in state:
-            return None
-        sizes.append(int(state[key + ".conv.weight"].shape[-1]))
-    return sizes
+        names = stage_eca_modules(create_model(name, eca_k="adaptive"))
+    keys = [n + ".conv.weight" for n in names]
+    return [int(state[k].shape[-1]) for k in keys] if all(k in state for k in keys) else None
 
 
 def _check_shapes(model: nn.Module, state: Mapping[str, Tensor], source: str, skip: set[str] = frozenset()) -> None:

@@ -165,3 +165,35 @@ def test_cifar_resnet_layout():
     assert [len(model.layer1), len(model.layer2), len(model.layer3)] == [9, 9, 9]
     assert model.feature_channels == [16, 32, 64] and model.conv1.stride == (1, 1)
     assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+
+
+@pytest.mark.parametrize("name, stem", [("resnet18", ["conv1", "bn1"]), ("eca_resnet20", ["conv1", "bn1"]),
+                                        ("eca_mobilenet_v2", ["features.0"])])  # fmt: skip
+def test_freeze_stages_fixes_exactly_the_stem_and_first_stages(name, stem):
+    for n in range(3):
+        model = create_model(name)
+        model.freeze_stages(n)
+        want = {id(p) for s in model.stages()[:n] for p in s.parameters()}
+        want |= {id(p) for m in stem for p in model.get_submodule(m).parameters()}
+        assert {id(p) for p in model.parameters() if not p.requires_grad} == want, n
+    with pytest.raises(ValueError, match="freeze_stages: expected 0"):
+        create_model(name).freeze_stages(99)
+
+
+def test_detector_trainable_layers_follow_torchvision():
+    from ecanet.detection.models import resnet_fpn
+
+    order = ["layer4", "layer3", "layer2", "layer1", "conv1"]
+    for t in range(6):
+        net = create_model("resnet18")
+        resnet_fpn(net, t)
+        train = order[:t] + (["bn1"] if t == 5 else [])
+        for name, p in net.named_parameters():
+            if not name.startswith("fc"):
+                assert p.requires_grad == any(name.startswith(layer) for layer in train), (t, name)
+
+
+def test_mobilenet_v2_kernel_size_follows_the_block_width_not_the_build_order():
+    model = create_model("eca_mobilenet_v2", eca_k=[1, 3, 5, 7, 9, 11, 13])
+    for stage, k in zip(model.stages(), [1, 3, 5, 7, 9, 11, 13]):
+        assert {m.conv[-1].kernel_size for m in stage} == {k}

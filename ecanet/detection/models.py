@@ -16,7 +16,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ..errors import CheckpointError
-from ..models import ResNet, create_model, freeze_batchnorm, parse_model_name
+from ..models import ARCHS, ResNet, create_model, freeze_batchnorm, parse_model_name
 from ..weights import FRESH_PARTS, load_state, read_weights
 
 KINDS = ("faster_rcnn", "mask_rcnn", "retinanet")
@@ -28,12 +28,8 @@ def resnet_fpn(backbone: ResNet, trainable_layers: int = 3, retinanet: bool = Fa
     over the public ``BackboneWithFPN`` because that helper is not a public API."""
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
-    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers] + (
-        ["bn1"] if trainable_layers == 5 else []
-    )
-    for name, p in backbone.named_parameters():
-        if not any(name.startswith(layer) for layer in train):
-            p.requires_grad_(False)
+    if trainable_layers < 5:  # as torchvision counts: the last stages train, then conv1, then bn1 too
+        backbone.freeze_stages(4 - trainable_layers)
     stages = [2, 3, 4] if retinanet else [1, 2, 3, 4]
     return BackboneWithFPN(
         backbone,
@@ -57,8 +53,8 @@ def create_detector(
     dropped). ``kwargs`` go to the torchvision model (e.g. ``min_size``, ``max_size``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {KINDS}")
-    _, arch = parse_model_name(backbone)
-    if not arch.startswith("resnet") or arch in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110"):
+    arch = ARCHS[parse_model_name(backbone)[1]]
+    if (arch.family, arch.dataset) != ("resnet", "imagenet"):
         raise ValueError(f"--backbone: detectors take the ImageNet ResNets of the zoo, not {backbone}")
     net = create_model(backbone)
     if backbone_weights:

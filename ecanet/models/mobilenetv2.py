@@ -14,6 +14,7 @@ from torchvision.models import mobilenetv2 as tv
 
 from ..layers import create_attention
 from ..layers.fused import eca_residual, fast_path_applies, set_fused
+from .norm import freeze_parameters
 
 # t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
 SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
@@ -69,11 +70,13 @@ class MobileNetV2(tv.MobileNetV2):
         kernel_sizes = list(kernel_sizes) if kernel_sizes is not None else [None] * len(SETTING)
         if len(kernel_sizes) != len(SETTING):
             raise ValueError(f"MobileNetV2: {len(SETTING)} stages but {len(kernel_sizes)} kernel sizes")
-        # torchvision calls the block factory once per block, in order.
-        per_block = iter([k for (_, _, n, _), k in zip(SETTING, kernel_sizes, strict=True) for _ in range(n)])
+        # Every stage has its own width, so a block's output channels name its stage (and its k).
+        k_by_width = {
+            tv._make_divisible(c * width_mult, 8): k for (_, c, _, _), k in zip(SETTING, kernel_sizes, strict=True)
+        }
 
         def block(inp: int, oup: int, stride: int, expand_ratio: int, norm_layer=None) -> InvertedResidual:
-            return InvertedResidual(inp, oup, stride, expand_ratio, norm_layer, attn, next(per_block))
+            return InvertedResidual(inp, oup, stride, expand_ratio, norm_layer, attn, k_by_width[oup])
 
         super().__init__(num_classes, width_mult, SETTING, block=block, dropout=dropout)
         starts = [1]
@@ -87,6 +90,15 @@ class MobileNetV2(tv.MobileNetV2):
         self.feature_channels.append(self.last_channel)
         self.num_features = self.last_channel
         set_fused(self, fused)
+
+    def stages(self) -> list[nn.Module]:
+        """The inverted residuals of every row of the setting (Table 2 of the MobileNetV2 paper)."""
+        ends = [*self._stage_starts[1:], self._stage_starts[-1] + SETTING[-1][2]]
+        return [self.features[a:b] for a, b in zip(self._stage_starts, ends)]
+
+    def freeze_stages(self, n: int, stem: bool = True) -> None:
+        """Fix the parameters of the stem (``features.0``) and of the first ``n`` stages."""
+        freeze_parameters([self.features[0]], self.stages(), n, stem)
 
     def stage_prefixes(self) -> list[str]:
         """Module name of the first block of every stage."""

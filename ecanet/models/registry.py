@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from torch import nn
 
@@ -21,38 +20,70 @@ from .resnet import BasicBlock, Bottleneck, ResNet
 
 @dataclass(frozen=True)
 class Arch:
-    """A backbone architecture without attention."""
+    """A backbone architecture without attention: everything the package knows about it, in one place
+    (building, weights inference, stage freezing and the detectors read it)."""
 
-    build: Callable[..., nn.Module]  # build(num_classes=, attn=, kernel_sizes=, **kwargs)
+    family: str  # "resnet" or "mobilenet_v2"
+    block: str  # "basic", "bottleneck" or "inverted_residual"
+    layers: tuple[int, ...]  # blocks per stage
     released_k: tuple[int, ...]  # ECA kernel size per stage of the authors' released ImageNet models
     num_classes: int  # default head size
     dataset: str  # "imagenet" or "cifar"
 
-
-def _imagenet_resnet(block: type, layers: Sequence[int]) -> Callable[..., nn.Module]:
-    return partial(ResNet, block, layers)
-
-
-def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:
-    n = (depth - 2) // 6
-    return partial(ResNet, BasicBlock, [n, n, n], widths=(16, 32, 64), stem="cifar")
+    def build(self, **kwargs) -> nn.Module:
+        """The network: build(num_classes=, attn=, kernel_sizes=, **architecture kwargs)."""
+        if self.family == "mobilenet_v2":
+            return MobileNetV2(**kwargs)
+        block = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
+        if self.dataset == "cifar":
+            return ResNet(block, self.layers, widths=(16, 32, 64), stem="cifar", **kwargs)
+        return ResNet(block, self.layers, **kwargs)
 
 
 # Released kernel sizes: the authors' ImageNet files (e.g. eca_resnet50_k3557) fix k per stage. They
-# differ from the adaptive rule (which gives 5,5,5,7 for ResNet-50's 256..2048 channels); see README.
-# MobileNetV2: k = 1 where the block outputs fewer than 96 channels, else 3 (authors' code).
+# differ from the adaptive rule (which gives 5,5,5,7 for ResNet-50's 256..2048 channels); see
+# docs/weights.md. MobileNetV2: k = 1 where the block outputs fewer than 96 channels, else 3 (authors' code).
 ARCHS: dict[str, Arch] = {
-    "resnet18": Arch(_imagenet_resnet(BasicBlock, [2, 2, 2, 2]), (3, 5, 7, 7), 1000, "imagenet"),
-    "resnet34": Arch(_imagenet_resnet(BasicBlock, [3, 4, 6, 3]), (3, 3, 5, 7), 1000, "imagenet"),
-    "resnet50": Arch(_imagenet_resnet(Bottleneck, [3, 4, 6, 3]), (3, 5, 5, 7), 1000, "imagenet"),
-    "resnet101": Arch(_imagenet_resnet(Bottleneck, [3, 4, 23, 3]), (3, 3, 5, 7), 1000, "imagenet"),
-    "resnet152": Arch(_imagenet_resnet(Bottleneck, [3, 8, 36, 3]), (3, 3, 5, 7), 1000, "imagenet"),
-    "mobilenet_v2": Arch(MobileNetV2, tuple(1 if c < 96 else 3 for _, c, _, _ in SETTING), 1000, "imagenet"),
+    "resnet18": Arch("resnet", "basic", (2, 2, 2, 2), (3, 5, 7, 7), 1000, "imagenet"),
+    "resnet34": Arch("resnet", "basic", (3, 4, 6, 3), (3, 3, 5, 7), 1000, "imagenet"),
+    "resnet50": Arch("resnet", "bottleneck", (3, 4, 6, 3), (3, 5, 5, 7), 1000, "imagenet"),
+    "resnet101": Arch("resnet", "bottleneck", (3, 4, 23, 3), (3, 3, 5, 7), 1000, "imagenet"),
+    "resnet152": Arch("resnet", "bottleneck", (3, 8, 36, 3), (3, 3, 5, 7), 1000, "imagenet"),
+    "mobilenet_v2": Arch(
+        "mobilenet_v2",
+        "inverted_residual",
+        tuple(n for _, _, n, _ in SETTING),
+        tuple(1 if c < 96 else 3 for _, c, _, _ in SETTING),
+        1000,
+        "imagenet",
+    ),
 }
 # CIFAR ResNets (He et al. Section 4.2) have no released ECA weights; their "released" k is the adaptive one
 # for 16/32/64 channels (3 everywhere).
 for _depth in (20, 32, 44, 56, 110):
-    ARCHS[f"resnet{_depth}"] = Arch(_cifar_resnet(_depth), (3, 3, 3), 10, "cifar")
+    _n = (_depth - 2) // 6
+    ARCHS[f"resnet{_depth}"] = Arch("resnet", "basic", (_n, _n, _n), (3, 3, 3), 10, "cifar")
+
+
+def find_arch(family: str, block: str, layers: Sequence[int]) -> str | None:
+    """The zoo arch with these blocks per stage, if any (e.g. to name the model of a weights file)."""
+    return next(
+        (name for name, a in ARCHS.items() if (a.family, a.block, a.layers) == (family, block, tuple(layers))), None
+    )
+
+
+def stage_eca_modules(model: nn.Module) -> list[str] | None:
+    """The name of the first ECA module of every stage of a zoo model (where the stage's k is read), or
+    None without ECA."""
+    from ..layers import ECA
+
+    names = []
+    for prefix in model.stage_prefixes():
+        found = next((n for n, m in model.named_modules() if n.startswith(prefix + ".") and isinstance(m, ECA)), None)
+        if found is None:
+            return None
+        names.append(found)
+    return names
 
 
 def _split(name: str) -> tuple[str | None, str]:
@@ -131,12 +162,8 @@ def create_model(
 
 def stage_kernel_sizes(model: nn.Module) -> list[int] | None:
     """The ECA kernel size of the first block of every stage of a zoo model, or None without ECA."""
-    from ..layers import ECA
-
-    sizes = []
-    for prefix in model.stage_prefixes():
-        ecas = [m for n, m in model.named_modules() if n.startswith(prefix + ".") and isinstance(m, ECA)]
-        if not ecas:
-            return None
-        sizes.append(ecas[0].kernel_size)
-    return sizes
+    names = stage_eca_modules(model)
+    if names is None:
+        return None
+    modules = dict(model.named_modules())
+    return [modules[n].kernel_size for n in names]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..layers import attention_attribute, create_attention
 from ..layers.eca import spatial_mean
 from ..layers.fused import eca_residual, fast_path_applies, set_fused, uses_running_stats
+from .norm import freeze_parameters
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -217,6 +218,10 @@ class ResNet(nn.Module):
 
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def freeze_stages(self, n: int, stem: bool = True) -> None:
+        """Fix the parameters of the stem (``conv1``, ``bn1``) and of the first ``n`` stages."""
+        freeze_parameters([self.conv1, self.bn1], self.stages(), n, stem)
 
     def stage_prefixes(self) -> list[str]:
         """Module name of the first block of every stage (where per-stage settings can be read)."""
