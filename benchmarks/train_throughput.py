@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ecanet.bench import BenchConfig, Runner
-from ecanet.data import ImageFolder, collate_skipping, train_transform
+from ecanet.classification.data import ImageFolder, collate_skipping, train_transform
 
 
 def make_folder(root: Path, n: int, size: int = 320) -> Path:

@@ -42,32 +42,29 @@ def init_distributed(device: str | None = None) -> Dist:
     return Dist(rank, world, local, dev)
 
 
-def all_reduce_sum(values: list[float], ctx: Dist) -> list[float]:
+def all_reduce_sum(values: list[float], proc: Dist) -> list[float]:
     """Sum a few scalars over all processes (float64, on the process's device)."""
-    if not ctx.enabled:
+    if not proc.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    t = torch.tensor(values, dtype=torch.float64, device=proc.device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def barrier(ctx: Dist) -> None:
-    if ctx.enabled:
+def barrier(proc: Dist) -> None:
+    if proc.enabled:
         dist.barrier()
 
 
-def cleanup(ctx: Dist) -> None:
-    if ctx.enabled and dist.is_initialized():
+def cleanup(proc: Dist) -> None:
+    if proc.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def all_gather_rng(ctx: Dist) -> list[dict]:
-    """RNG states of every process (rank order), so a resumed run draws the same numbers."""
-    from .engine import rng_state
-
-    state = rng_state()
-    if not ctx.enabled:
-        return [state]
-    gathered: list = [None] * ctx.world_size
-    dist.all_gather_object(gathered, state)
+def all_gather_object(obj: object, proc: Dist) -> list:
+    """``obj`` of every process, in rank order (e.g. RNG states, so a resumed run draws the same numbers)."""
+    if not proc.enabled:
+        return [obj]
+    gathered: list = [None] * proc.world_size
+    dist.all_gather_object(gathered, obj)
     return gathered

@@ -4,15 +4,11 @@ crash, and the per-epoch record. Task-agnostic: a task supplies ``step(model, ba
 from __future__ import annotations
 
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -53,18 +49,18 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     precision: Precision,
-    ctx: Dist,
+    proc: Dist,
     epoch: int,
     ema: nn.Module | None = None,
-    desc: str = "train",
+    progress: Callable[[dict], dict] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; the scheduler steps per iteration. Returns sums of ``counts`` over all
-    processes, plus ``loss_sum``, ``n``, ``skipped`` and ``seconds``. The progress bar (rank 0, terminals
-    only) shows loss, accuracy, img/s and the ETA."""
+    processes, plus ``loss_sum``, ``n`` and ``seconds``. The progress bar (rank 0, terminals only) shows
+    loss, img/s, lr, the ETA and what ``progress(totals)`` adds."""
     model.train()
     totals: dict[str, float] = {}
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"{desc} {epoch}", disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"train {epoch}", disable=None if proc.is_main else True, leave=False, dynamic_ncols=True)
     for i, batch in enumerate(bar):
         with precision.autocast():
             loss, counts = step(model, batch)
@@ -87,28 +83,27 @@ def train_one_epoch(
         _accumulate(totals, counts, loss_sum=loss_value * counts.get("n", 1))
         if not math.isfinite(float(loss_value)):  # one sync per step: the price of stopping on the first NaN
             raise TrainingError(f"non-finite loss ({float(loss_value)}) at epoch {epoch}, step {i}")
-        if ctx.is_main and i % 10 == 0:
+        if proc.is_main and i % 10 == 0:
             elapsed = time.perf_counter() - start
             shown = {"loss": f"{float(totals['loss_sum']) / max(totals['n'], 1):.4f}"}
-            if "correct1" in totals:
-                shown["acc"] = f"{100 * float(totals['correct1']) / max(totals['n'], 1):.1f}"
-            shown["img_s"] = f"{totals['n'] * ctx.world_size / max(elapsed, 1e-9):.1f}"
+            shown |= progress(totals) if progress is not None else {}
+            shown["img_s"] = f"{totals['n'] * proc.world_size / max(elapsed, 1e-9):.1f}"
             shown["lr"] = f"{optimizer.param_groups[0]['lr']:.4g}"
             bar.set_postfix(shown)
-    return _reduce(totals, ctx, time.perf_counter() - start)
+    return _reduce(totals, proc, time.perf_counter() - start)
 
 
 @torch.no_grad()
-def evaluate_loop(model: nn.Module, loader: Iterable, step: Step, precision: Precision, ctx: Dist) -> dict[str, float]:
+def evaluate_loop(model: nn.Module, loader: Iterable, step: Step, precision: Precision, proc: Dist) -> dict[str, float]:
     """Sums of the step's counts over the whole (sharded) loader, over all processes."""
     model.eval()
     totals: dict[str, float] = {}
     start = time.perf_counter()
-    for batch in tqdm(loader, desc="eval", disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="eval", disable=None if proc.is_main else True, leave=False, dynamic_ncols=True):
         with precision.autocast():
             loss, counts = step(model, batch)
         _accumulate(totals, counts, loss_sum=loss.detach() * counts.get("n", 1))
-    return _reduce(totals, ctx, time.perf_counter() - start)
+    return _reduce(totals, proc, time.perf_counter() - start)
 
 
 def _accumulate(totals: dict, counts: dict, **extra) -> None:
@@ -116,59 +111,11 @@ def _accumulate(totals: dict, counts: dict, **extra) -> None:
         totals[key] = totals.get(key, 0) + value
 
 
-def _reduce(totals: dict, ctx: Dist, seconds: float) -> dict[str, float]:
+def _reduce(totals: dict, proc: Dist, seconds: float) -> dict[str, float]:
     keys = sorted(totals)
-    values = all_reduce_sum([float(totals[k]) for k in keys], ctx)
+    values = all_reduce_sum([float(totals[k]) for k in keys], proc)
     out = dict(zip(keys, values))
     out.setdefault("n", 0.0)
     out.setdefault("loss_sum", 0.0)
     out["seconds"] = seconds
     return out
-
-
-# --- checkpoints -----------------------------------------------------------------------------------------
-
-
-def rng_state() -> dict:
-    """Every RNG the loop draws from, as tensors and plain values (weights-only loadable)."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a truncated file at ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_training_checkpoint(path: Path) -> dict:
-    from .weights import CheckpointError
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainingError(f"--resume: {path}: no checkpoint to resume from") from None
-    except Exception as e:
-        raise CheckpointError(f"--resume: {path}: unreadable checkpoint ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(obj, dict) or "optimizer" not in obj or "model" not in obj:
-        raise CheckpointError(f"--resume: {path}: not a training checkpoint (no model and optimizer state)")
-    return obj

@@ -1,5 +1,5 @@
-"""The shared training loop, for every task (classification today, detection next): optimizer and
-schedule, EMA, mixed precision, DDP, resume, and per epoch train, validate, record and checkpoint.
+"""The shared training loop of every task (classification, detection): loaders, optimizer and schedule,
+EMA, mixed precision, DDP, resume, and per epoch train, validate, record and checkpoint.
 
 A task brings its model, training loader, step function and validation; the loop brings the rest.
 Only rank 0 writes files.
@@ -19,21 +19,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .checkpoint import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from .config import LoopConfig, save_config
-from .distributed import Dist, all_gather_rng, barrier
-from .engine import (
-    Precision,
-    Step,
-    TrainingError,
-    load_training_checkpoint,
-    precision_for,
-    save_atomic,
-    set_rng_state,
-    train_one_epoch,
-)
-from .errors import CheckpointError, MissingExtraError, require
+from .distributed import Dist, all_gather_object, barrier
+from .engine import Precision, Step, precision_for, train_one_epoch
+from .errors import DataError, MissingExtraError, TrainingError, require
 from .weights import save_weights
 
 log = logging.getLogger("ecanet")
@@ -44,17 +36,52 @@ class Task:
     """What a task brings to the loop.
 
     ``validate(model, precision)`` returns the validation fields of the epoch record and a score (higher is
-    better) that picks the best weights; ``train_fields(totals)`` turns ``train_one_epoch``'s sums into
-    record fields; ``describe(record)`` is the epoch's log line; ``plot(records, path)`` draws the curves.
+    better) that picks the best weights; ``train_fields(totals)`` adds task fields (e.g. accuracy) from
+    ``train_one_epoch``'s sums to the loop's own (train_loss, img_per_s, seconds); ``describe(record)`` is
+    the epoch's log line; ``plot(records, path)`` draws the curves; ``progress(totals)`` adds fields to the
+    progress bar.
     """
 
     model: nn.Module
     train_loader: DataLoader
     step: Step
     validate: Callable[[nn.Module, Precision], tuple[dict, float]]
-    train_fields: Callable[[dict], dict]
     describe: Callable[[dict], str]
+    train_fields: Callable[[dict], dict] = lambda totals: {}
     plot: Callable[[list[dict], Path], object] | None = None
+    progress: Callable[[dict], dict] | None = None
+
+
+def train_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callable, where: str) -> DataLoader:
+    """The training loader of every task: a distributed sampler (reshuffled every epoch, the same shards
+    for the same seed), pinned memory on CUDA, persistent workers. A global batch larger than the
+    dataset (``where``) is an error."""
+    if cfg.batch_size * proc.world_size > len(dataset):
+        raise DataError(
+            f"--batch-size {cfg.batch_size} x {proc.world_size} process(es) is larger than the training set "
+            f"({len(dataset)} images in {where})"
+        )
+    sampler = DistributedSampler(
+        dataset, num_replicas=proc.world_size, rank=proc.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **loader_options(cfg, proc, collate)
+    )
+
+
+def loader_options(cfg: LoopConfig, proc: Dist, collate: Callable) -> dict:
+    """DataLoader settings shared by training and evaluation loaders."""
+    return dict(
+        num_workers=cfg.workers,
+        pin_memory=proc.device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+        collate_fn=collate,
+    )
+
+
+def scaled_lr(cfg: LoopConfig, world_size: int) -> float:
+    """--lr if given, else the linear scaling rule: base_lr x global batch / base_batch."""
+    return cfg.lr or cfg.base_lr * cfg.batch_size * world_size / cfg.base_batch
 
 
 def lr_lambda(cfg: LoopConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -91,7 +118,7 @@ def build_optimizer(cfg: LoopConfig, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"--optimizer: unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
 
-def fit(task: Task, cfg: LoopConfig, ctx: Dist) -> dict:
+def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
     """Run the epochs of ``cfg`` on ``task``; returns best_score, records, train_time_s and eval_model."""
     out = Path(cfg.output)
     model = task.model
@@ -100,17 +127,11 @@ def fit(task: Task, cfg: LoopConfig, ctx: Dist) -> dict:
     ema = None
     if cfg.ema_decay:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    precision = precision_for(ctx.device, cfg.amp, cfg.amp_dtype)
-    name = model.config.get("model") or model.config.get("kind")
+    precision = precision_for(proc.device, cfg.amp, cfg.amp_dtype)
 
     start_epoch, best, records = 0, -math.inf, []
     if cfg.resume is not None:
-        path = Path(cfg.resume) if cfg.resume else out / "checkpoint.pt"
-        ckpt = load_training_checkpoint(path)
-        if ckpt.get("meta", {}) != model.config:
-            raise CheckpointError(
-                f"--resume: {path} is a checkpoint of {ckpt.get('meta', {}).get('model', ckpt.get('meta'))}, not {name}"
-            )
+        ckpt = load_training_checkpoint(Path(cfg.resume) if cfg.resume else out / "checkpoint.pt", model.config)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -119,14 +140,14 @@ def fit(task: Task, cfg: LoopConfig, ctx: Dist) -> dict:
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_score"]
-        set_rng_state(ckpt["rng"][ctx.rank] if ctx.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        set_rng_state(ckpt["rng"][proc.rank] if proc.rank < len(ckpt["rng"]) else ckpt["rng"][0])
         records = _read_records(out / "metrics.jsonl", start_epoch)
 
-    if ctx.is_main:
+    if proc.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json")
-    writer = _tensorboard(out) if ctx.is_main else None
-    runner = DistributedDataParallel(model) if ctx.enabled else model
+    writer = _tensorboard(out) if proc.is_main else None
+    runner = DistributedDataParallel(model) if proc.enabled else model
     runner = torch.compile(runner) if cfg.compile else runner
     eval_model = ema.module if ema is not None else model
 
@@ -134,42 +155,47 @@ def fit(task: Task, cfg: LoopConfig, ctx: Dist) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         task.train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        totals = train_one_epoch(runner, task.train_loader, task.step, optimizer, scheduler, precision, ctx, epoch, ema)
+        totals = train_one_epoch(
+            runner, task.train_loader, task.step, optimizer, scheduler, precision, proc, epoch, ema, task.progress
+        )
         val, score = task.validate(eval_model, precision)
-        record = {"epoch": epoch, "lr": lr, **task.train_fields(totals), **val}
+        train = {
+            "train_loss": totals["loss_sum"] / max(totals["n"], 1),
+            "img_per_s": totals["n"] / max(totals["seconds"], 1e-9),
+            "seconds": totals["seconds"],
+        }
+        record = {"epoch": epoch, "lr": lr, **train, **task.train_fields(totals), **val}
         if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss") if k in record):
             raise TrainingError(f"non-finite loss in epoch {epoch}; last good checkpoint kept in {out}")
         records.append(record)
         skipped = getattr(task.step, "skipped", None)
-        if record.get("skipped_images") and skipped and ctx.is_main:
+        if record.get("skipped_images") and skipped and proc.is_main:
             log.warning("epoch %d: skipped %d unreadable images, e.g. %s", epoch, record["skipped_images"], skipped[0])
         is_best = score >= best
         best = max(best, score)
-        rng = all_gather_rng(ctx)
-        if ctx.is_main:
+        rng = all_gather_object(rng_state(), proc)
+        if proc.is_main:
             _write_epoch(out, record, writer)
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "meta": dict(model.config),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": precision.scaler.state_dict() if precision.scaler else None,
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "epoch": epoch,
-                    "best_score": best,
-                    "rng": rng,
-                    "config": asdict(cfg),
-                },
+            save_training_checkpoint(
                 out / "checkpoint.pt",
+                model=model.state_dict(),
+                meta=dict(model.config),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=precision.scaler.state_dict() if precision.scaler else None,
+                ema=ema.state_dict() if ema is not None else None,
+                epoch=epoch,
+                best_score=best,
+                rng=rng,
+                config=asdict(cfg),
             )
             if is_best:
                 save_weights(eval_model, out / "best.safetensors")
             if task.plot is not None:
                 task.plot(records, out / "curves.png")
             log.info("epoch %d: %s", epoch, task.describe(record))
-    barrier(ctx)
-    if ctx.is_main:
+    barrier(proc)
+    if proc.is_main:
         save_weights(eval_model, out / "final.safetensors")
         if writer is not None:
             writer.close()

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data import eval_transform, load_rgb
+from .classification.data import eval_transform
 from .errors import require
+from .images import load_rgb
 from .layers import CBAM, ECA, SE
 
 

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
+from .checkpoint import atomic_write, is_training_checkpoint
 from .errors import CheckpointError
 from .layers import ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
@@ -99,7 +100,7 @@ def read_weights(path: PathLike, map_location: str | torch.device = "cpu") -> tu
     obj = _torch_load(path, map_location)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         state, meta = obj["state_dict"], {"arch": obj["arch"]} if isinstance(obj.get("arch"), str) else {}
-    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+    elif is_training_checkpoint(obj):
         state, meta = obj["model"], dict(obj.get("meta") or {})
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
         state, meta = obj, {}
@@ -313,8 +314,4 @@ def save_weights(model: nn.Module, path: PathLike) -> Path:
     config = dict(getattr(model, "config", {}) or {})
     meta = {"format": "pt"} | {f"ecanet.{k}": json.dumps(v) for k, v in config.items()}
     state = {k: v.detach().contiguous().cpu() for k, v in _strip(model.state_dict()).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, tmp, metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))

@@ -6,9 +6,9 @@ import torch
 from conftest import add_box
 from PIL import Image
 
-from ecanet.data import DataError
 from ecanet.detection.data import CocoDetection, convert_masks
 from ecanet.detection.evaluate import coco_evaluate
+from ecanet.errors import DataError
 
 SHAPES = [  # per image: (category id, x, y, w, h); ids are deliberately not contiguous
     [(3, 4, 4, 12, 10), (7, 20, 18, 8, 10)],

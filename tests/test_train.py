@@ -12,9 +12,9 @@ from PIL import Image
 
 from ecanet import create_model, load_checkpoint
 from ecanet.classification import evaluate, train
+from ecanet.classification.data import ImageFolder, eval_transform
 from ecanet.cli import main
 from ecanet.config import RECIPES, resolve
-from ecanet.data import ImageFolder, eval_transform
 from ecanet.fit import lr_lambda
 
 RECORD_KEYS = {"epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "img_per_s", "seconds"}

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from ..config import read_json
-from ..data import load_rgb
 from ..errors import DataError, require
+from ..images import load_rgb
 
 mask_utils = require("pycocotools.mask", "detection")
 COCO = require("pycocotools.coco", "detection").COCO

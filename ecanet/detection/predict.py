@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..data import load_rgb
+from ..images import load_rgb
 
 
 @torch.no_grad()

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data import check_batch_size
 from ..distributed import Dist, cleanup, init_distributed
 from ..engine import Precision
-from ..fit import Task, fit
+from ..fit import Task, fit, scaled_lr, train_loader
 from ..plots import plot_detection_curves
 from .config import DetectConfig
 from .data import CocoDetection, collate
@@ -41,22 +39,22 @@ class DetectionStep:
 
 def train_detector(cfg: DetectConfig) -> dict:
     """Train a detector; returns the summary (also OUT/summary.json) with ``bbox`` (and ``segm``) metrics."""
-    ctx = init_distributed(cfg.device)
+    proc = init_distributed(cfg.device)
     try:
-        return _train(cfg, ctx)
+        return _train(cfg, proc)
     finally:
-        cleanup(ctx)
+        cleanup(proc)
 
 
-def _train(cfg: DetectConfig, ctx: Dist) -> dict:
+def _train(cfg: DetectConfig, proc: Dist) -> dict:
     for flag, value in (("--images", cfg.images), ("--annotations", cfg.annotations)):
         if value is None:
             raise ValueError(f"{flag} is required")
     masks = cfg.model == "mask_rcnn"
     train_set = CocoDetection(cfg.images, cfg.annotations, masks=masks)
     val_set = CocoDetection(cfg.val_images or cfg.images, cfg.val_annotations or cfg.annotations, masks=masks)
-    check_batch_size(train_set, cfg.batch_size, ctx.world_size, cfg.images)
-    cfg = replace(cfg, lr=cfg.lr or cfg.base_lr * cfg.batch_size * ctx.world_size / cfg.base_batch)
+    loader = train_loader(train_set, cfg, proc, collate, cfg.images)
+    cfg = replace(cfg, lr=scaled_lr(cfg, proc.world_size))
     torch.manual_seed(cfg.seed)
     model = create_detector(
         cfg.model,
@@ -66,42 +64,22 @@ def _train(cfg: DetectConfig, ctx: Dist) -> dict:
         cfg.trainable_layers,
         min_size=cfg.min_size,
         max_size=cfg.max_size,
-    ).to(ctx.device)
+    ).to(proc.device)
     model.config["classes"] = train_set.classes
-    sampler = DistributedSampler(
-        train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        collate_fn=collate,
-        num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0,
-        pin_memory=ctx.device.type == "cuda",
-    )
 
     def validate(eval_model: nn.Module, precision: Precision) -> tuple[dict, float]:
         # Every process evaluates the whole validation set (pycocotools needs all detections in one place).
         with precision.autocast():
-            metrics = coco_evaluate(eval_model, val_set, cfg.batch_size, str(ctx.device))
+            metrics = coco_evaluate(eval_model, val_set, cfg.batch_size, str(proc.device))
         fields = {f"{kind}_{name}": value for kind, values in metrics.items() for name, value in values.items()}
         return fields, fields["bbox_AP"]
-
-    def train_fields(tr: dict) -> dict:
-        return {
-            "train_loss": tr["loss_sum"] / max(tr["n"], 1),
-            "img_per_s": tr["n"] / max(tr["seconds"], 1e-9),
-            "seconds": tr["seconds"],
-        }
 
     def describe(r: dict) -> str:
         segm = f" | mask AP {r['segm_AP']:.2f}" if "segm_AP" in r else ""
         return f"train loss {r['train_loss']:.4f} | box AP {r['bbox_AP']:.2f}{segm} | {r['img_per_s']:.1f} img/s"
 
-    task = Task(model, loader, DetectionStep(ctx.device), validate, train_fields, describe, plot_detection_curves)
-    result = fit(task, cfg, ctx)
+    task = Task(model, loader, DetectionStep(proc.device), validate, describe, plot=plot_detection_curves)
+    result = fit(task, cfg, proc)
     last = result["records"][-1] if result["records"] else {}
     summary = {
         "model": cfg.model,
@@ -112,8 +90,8 @@ def _train(cfg: DetectConfig, ctx: Dist) -> dict:
         "best_bbox_AP": result["best_score"],
         "params": sum(p.numel() for p in model.parameters()),
         "train_time_s": result["train_time_s"],
-        "world_size": ctx.world_size,
+        "world_size": proc.world_size,
     }
-    if ctx.is_main:
+    if proc.is_main:
         (Path(cfg.output) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

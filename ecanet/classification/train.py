@@ -1,4 +1,4 @@
-"""Classification training and evaluation: ``ecanet.train(config)`` and ``ecanet.evaluate(...)``.
+"""Classification training: ``ecanet.train(config)``.
 
 This module builds the data and the model and defines the classification task (its step, validation and
 record fields); the epochs themselves run in the shared loop, ``ecanet.fit``.
@@ -14,18 +14,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from .complexity import complexity
-from .config import TrainConfig
-from .data import DataError, Digits, ImageFolder, check_batch_size, collate_skipping, eval_transform, image_folders
-from .distributed import Dist, cleanup, init_distributed
-from .engine import Precision, evaluate_loop
-from .fit import Task, fit
-from .models import create_model, freeze_batchnorm, parse_model_name
-from .plots import plot_curves
-from .table import render_table
-from .weights import FRESH_PARTS, load_state, read_weights
+from ..complexity import complexity
+from ..config import TrainConfig
+from ..distributed import Dist, cleanup, init_distributed
+from ..engine import Precision, evaluate_loop
+from ..errors import DataError
+from ..fit import Task, fit, loader_options, scaled_lr, train_loader
+from ..models import create_model, freeze_batchnorm, parse_model_name
+from ..plots import plot_curves
+from ..table import render_table
+from ..weights import FRESH_PARTS, load_state, read_weights
+from .data import Digits, collate_skipping, image_folders
 
 log = logging.getLogger("ecanet")
 
@@ -53,7 +54,7 @@ class ClassificationStep:
         return loss, {"n": len(y), "correct1": hits[:, 0].sum(), "correct5": hits.any(1).sum(), "skipped": len(bad)}
 
 
-def _percent(totals: dict, key: str) -> float:
+def percent(totals: dict, key: str) -> float:
     return 100.0 * totals.get(key, 0.0) / max(totals["n"], 1)
 
 
@@ -70,21 +71,10 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
     return train, val, train_dir
 
 
-def _loaders(cfg: TrainConfig, train: Dataset, val: Dataset, ctx: Dist) -> tuple[DataLoader, DataLoader]:
-    sampler = DistributedSampler(
-        train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
-    common = dict(
-        num_workers=cfg.workers,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=cfg.workers > 0,
-        collate_fn=collate_skipping,
-    )
-    train_loader = DataLoader(train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
-    # Evaluation shards without padding (DistributedSampler would repeat samples to even out the shards).
-    val_shard = Subset(val, range(ctx.rank, len(val), ctx.world_size))
-    val_loader = DataLoader(val_shard, batch_size=cfg.batch_size, shuffle=False, **common)
-    return train_loader, val_loader
+def _val_loader(cfg: TrainConfig, val: Dataset, proc: Dist) -> DataLoader:
+    """Evaluation shards without padding (DistributedSampler would repeat samples to even out the shards)."""
+    shard = Subset(val, range(proc.rank, len(val), proc.world_size))
+    return DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, **loader_options(cfg, proc, collate_skipping))
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -108,60 +98,52 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 def train(cfg: TrainConfig) -> dict:
     """Train ``cfg.model`` (and the models of ``cfg.compare`` alike) and return the run's summary, also
     written to OUT/summary.json."""
-    ctx = init_distributed(cfg.device)
+    proc = init_distributed(cfg.device)
     try:
-        summary = _train(cfg, ctx)
+        summary = _train(cfg, proc)
         if cfg.compare:
-            summary["comparison"] = _compare(cfg, summary, ctx)
+            summary["comparison"] = _compare(cfg, summary, proc)
     finally:
-        cleanup(ctx)
+        cleanup(proc)
     return summary
 
 
-def _train(cfg: TrainConfig, ctx: Dist) -> dict:
+def _train(cfg: TrainConfig, proc: Dist) -> dict:
     out = Path(cfg.output)
     parse_model_name(cfg.model)  # an unknown name fails before any data is read
     embedded = cfg.data is None and cfg.train_dir is None
     cfg = replace(cfg, image_size=cfg.image_size or (16 if embedded else 224))
-    torch.manual_seed(cfg.seed + ctx.rank)
+    torch.manual_seed(cfg.seed + proc.rank)
     train_set, val_set, where = build_datasets(cfg)
-    check_batch_size(train_set, cfg.batch_size, ctx.world_size, where)
+    loader = train_loader(train_set, cfg, proc, collate_skipping, where)
     num_classes = cfg.num_classes or len(train_set.classes)
-    cfg = replace(
-        cfg, num_classes=num_classes, lr=cfg.lr or cfg.base_lr * cfg.batch_size * ctx.world_size / cfg.base_batch
-    )
+    cfg = replace(cfg, num_classes=num_classes, lr=scaled_lr(cfg, proc.world_size))
 
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     model = build_model(cfg, num_classes)
     cost = complexity(model, (3, cfg.image_size, cfg.image_size))
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(ctx.device, memory_format=fmt)
-    if cfg.sync_bn and ctx.device.type != "cuda":
+    model.to(proc.device, memory_format=fmt)
+    if cfg.sync_bn and proc.device.type != "cuda":
         raise ValueError("--sync-bn needs CUDA devices: torch's SyncBatchNorm runs on GPUs only")
-    if cfg.sync_bn and ctx.enabled:
+    if cfg.sync_bn and proc.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_loader, val_loader = _loaders(cfg, train_set, val_set, ctx)
-    step = ClassificationStep(ctx.device, cfg.channels_last, cfg.label_smoothing)
+    val_loader = _val_loader(cfg, val_set, proc)
+    step = ClassificationStep(proc.device, cfg.channels_last, cfg.label_smoothing)
 
     def validate(eval_model: nn.Module, precision: Precision) -> tuple[dict, float]:
-        va = evaluate_loop(eval_model, val_loader, step, precision, ctx)
+        va = evaluate_loop(eval_model, val_loader, step, precision, proc)
         fields = {
             "val_loss": va["loss_sum"] / max(va["n"], 1),
-            "val_top1": _percent(va, "correct1"),
-            "val_top5": _percent(va, "correct5"),
+            "val_top1": percent(va, "correct1"),
+            "val_top5": percent(va, "correct5"),
             "val_seconds": va["seconds"],
             "val_skipped": int(va.get("skipped", 0)),
         }
         return fields, fields["val_top1"]
 
     def train_fields(tr: dict) -> dict:
-        return {
-            "train_loss": tr["loss_sum"] / max(tr["n"], 1),
-            "train_top1": _percent(tr, "correct1"),
-            "img_per_s": tr["n"] / max(tr["seconds"], 1e-9),
-            "seconds": tr["seconds"],
-            "skipped_images": int(tr.get("skipped", 0)),
-        }
+        return {"train_top1": percent(tr, "correct1"), "skipped_images": int(tr.get("skipped", 0))}
 
     def describe(r: dict) -> str:
         return (
@@ -169,12 +151,16 @@ def _train(cfg: TrainConfig, ctx: Dist) -> dict:
             f"top-1 {r['val_top1']:.2f} top-5 {r['val_top5']:.2f} | {r['img_per_s']:.1f} img/s"
         )
 
-    if ctx.is_main:
+    if proc.is_main:
         log.info(
             "training %s on %s (%d classes) for %d epochs; output in %s", cfg.model, where, num_classes, cfg.epochs, out
         )
-    task = Task(model, train_loader, step, validate, train_fields, describe, plot_curves)
-    result = fit(task, cfg, ctx)
+
+    def progress(totals: dict) -> dict:
+        return {"acc": f"{percent(totals, 'correct1'):.1f}"}
+
+    task = Task(model, loader, step, validate, describe, train_fields, plot_curves, progress)
+    result = fit(task, cfg, proc)
     records = result["records"]
     summary = {
         "model": cfg.model,
@@ -187,22 +173,22 @@ def _train(cfg: TrainConfig, ctx: Dist) -> dict:
         "params": cost["params"],
         "macs": cost["macs"],
         "train_time_s": result["train_time_s"],
-        "world_size": ctx.world_size,
+        "world_size": proc.world_size,
     }
-    if ctx.is_main:
+    if proc.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _compare(cfg: TrainConfig, main_summary: dict, ctx: Dist) -> list[dict]:
+def _compare(cfg: TrainConfig, main_summary: dict, proc: Dist) -> list[dict]:
     """Train every model of ``cfg.compare`` with the same settings; rows of test accuracy side by side."""
     rows = [main_summary]
     for name in cfg.compare:
         other = replace(cfg, model=name, output=str(Path(cfg.output) / "compare" / name), compare=[], resume=None)
-        rows.append(_train(other, ctx))
+        rows.append(_train(other, proc))
     keys = ("model", "params", "macs", "best_top1", "final_top1", "train_time_s")
     table = [{k: r[k] for k in keys} for r in rows]
-    if ctx.is_main:
+    if proc.is_main:
         (Path(cfg.output) / "comparison.json").write_text(json.dumps(table, indent=2))
     return table
 
@@ -220,26 +206,3 @@ def format_comparison(rows: list[dict]) -> str:
         for r in rows
     ]
     return render_table(["model", "params", "MMACs", "test top-1 (%)", "best top-1 (%)", "train s"], body)
-
-
-def evaluate(
-    model: nn.Module,
-    data: str | Path | Dataset,
-    image_size: int = 224,
-    batch_size: int = 64,
-    workers: int = 2,
-    device: str | None = None,
-) -> dict[str, float]:
-    """Top-1, top-5 (percent) and mean loss of ``model`` on an image folder (or a dataset)."""
-    ctx = Dist(device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    dataset = data if isinstance(data, Dataset) else ImageFolder(data, eval_transform(image_size), flag="--val-dir")
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping)
-    model.to(ctx.device)
-    totals = evaluate_loop(model, loader, ClassificationStep(ctx.device), Precision(ctx.device.type), ctx)
-    return {
-        "top1": _percent(totals, "correct1"),
-        "top5": _percent(totals, "correct5"),
-        "loss": totals["loss_sum"] / max(totals["n"], 1),
-        "n": int(totals["n"]),
-        "skipped": int(totals.get("skipped", 0)),
-    }

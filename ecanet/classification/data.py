@@ -13,24 +13,11 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
-from .errors import DataError
+from ..errors import DataError
+from ..images import load_rgb
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SMALL_IMAGE = 64  # at or below this side, CIFAR-style pad-and-crop replaces random-resized-crop
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Open any PIL-readable image as RGB: grayscale, CMYK, palette (with transparency) and 16-bit included.
-
-    Truncated and zero-byte files raise OSError (PIL's own checks), which the dataset counts and skips.
-    """
-    with Image.open(path) as im:
-        im.load()
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        if im.mode in ("I;16", "I;16B", "I", "F"):
-            im = im.point(lambda v: v / 256).convert("L")  # 16-bit / 32-bit grayscale to 8-bit
-        return im.convert("RGB")
 
 
 class ImageFolder(datasets.ImageFolder):
@@ -133,11 +120,3 @@ class Digits(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         image = self.images[index]
         return (self.augment(image) if self.augment else image), self.targets[index]
-
-
-def check_batch_size(dataset: Dataset, batch_size: int, world_size: int, where: str) -> None:
-    if batch_size * world_size > len(dataset):
-        raise DataError(
-            f"--batch-size {batch_size} x {world_size} process(es) is larger than the training set "
-            f"({len(dataset)} images in {where})"
-        )
