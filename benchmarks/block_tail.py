@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ecanet.layers import ECA, eca_residual
-
-STAGES = [(256, 56, 3, 5), (512, 28, 4, 5), (1024, 14, 6, 5), (2048, 7, 3, 7)]  # C, H=W, blocks, k (k3557)
+from ecanet.models.registry import stage_shapes
+from ecanet.timing import interleaved, provenance
 
 
 def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str, Callable[[], None]]:
@@ -56,18 +55,10 @@ def measure(args: argparse.Namespace, train: bool) -> None:
     phase = "training" if train else "inference"
     total: dict[str, float] = {}
     print(f"{'stage shape':>22}  {'variant':>14}  {phase + ' ms':>13}  {'extra ms':>8}")
-    for channels, size, blocks, k in STAGES:
+    for channels, size, blocks, k in stage_shapes("resnet50"):
         fns = tails(args.batch_size, channels, size, k, train)
-        times: dict[str, list[float]] = {name: [] for name in fns}
         with torch.set_grad_enabled(train):
-            for fn in fns.values():
-                fn()
-                fn()
-            for _ in range(args.repeats):
-                for name, fn in fns.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
+            times = interleaved(fns, args.repeats, warmup=2)
         base = statistics.median(times["resnet50"]) * 1e3
         for name, series in times.items():
             ms = statistics.median(series) * 1e3
@@ -85,6 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print("\n".join(provenance()))
     measure(args, train=False)
     measure(args, train=True)
 

@@ -19,11 +19,14 @@ import re
 
 import torch
 import torch._inductor.config as inductor_config
-from block_tail import STAGES  # the same stage shapes: C, H=W, blocks, k (k3557)
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from ecanet.models import Bottleneck
+from ecanet.models.registry import stage_shapes
+from ecanet.timing import provenance
+
+STAGES = stage_shapes("resnet50")  # C, H=W, blocks, k (k3557)
 
 VARIANTS = {"resnet50": None, "eca": "eca"}
 
@@ -76,6 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     inductor_config.cpp.enable_kernel_profile = True  # a profiler record per generated kernel
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(STAGES))
+    print("\n".join(provenance()))
     print(f"{'stage shape':>22}  {'resnet50 ms':>11}  {'eca ms':>7}  {'extra ms':>8}")
     total = 0.0
     for channels, size, blocks, k in STAGES:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ecanet.detection import create_detector
 from ecanet.table import render_table
+from ecanet.timing import interleaved, provenance
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         for k in args.kinds
         for b in args.backbones
     }
-    rows, times = {}, {key: [] for key in models}
+    rows = {}
     with torch.no_grad():
         for key, model in models.items():
             batch = model.transform(image)[0].tensors  # resized and padded as the detector sees it
@@ -48,11 +48,8 @@ def main() -> None:
                 backbone.get_total_flops() // 2,
                 total.get_total_flops() // 2,
             ]
-        for _ in range(args.repeats):
-            for key, model in models.items():
-                start = time.perf_counter()
-                model(image)
-                times[key].append(1 / (time.perf_counter() - start))
+        seconds = interleaved({key: (lambda m=model: m(image)) for key, model in models.items()}, args.repeats)
+        times = {key: [1 / t for t in ts] for key, ts in seconds.items()}
     body = []
     for (kind, backbone), (params, body_macs, macs) in rows.items():
         base = statistics.median(times[(kind, args.backbones[0])])
@@ -68,6 +65,7 @@ def main() -> None:
                 f"{ips / base:.3f}",
             ]
         )
+    print("\n".join(provenance()))
     print(f"{h}x{w}, batch 1, eval, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("Total GMACs include the heads, whose work depends on how many proposals survive (random weights here).")
     header = ["detector", "backbone", "params (M)", "backbone+FPN GMACs", "total GMACs", "img/s", "x"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from ecanet.bench import BenchConfig, Runner
 from ecanet.classification.data import ImageFolder, collate_skipping, train_transform
+from ecanet.timing import interleaved, provenance
 
 
 def make_folder(root: Path, n: int, size: int = 320) -> Path:
@@ -33,7 +33,7 @@ def make_folder(root: Path, n: int, size: int = 320) -> Path:
     return root
 
 
-def data_img_s(root: Path, workers: int, batch_size: int, image_size: int) -> float:
+def read_all(root: Path, workers: int, batch_size: int, image_size: int) -> None:
     loader = DataLoader(
         ImageFolder(root, train_transform(image_size)),
         batch_size=batch_size,
@@ -42,10 +42,8 @@ def data_img_s(root: Path, workers: int, batch_size: int, image_size: int) -> fl
         collate_fn=collate_skipping,
         persistent_workers=False,
     )
-    start, n = time.perf_counter(), 0
-    for x, _, _ in loader:
-        n += len(x)
-    return n / (time.perf_counter() - start)
+    for _ in loader:
+        pass
 
 
 def main() -> None:
@@ -59,14 +57,14 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_folder(Path(tmp), args.images)
-        data = {w: [] for w in args.workers}
         runner = Runner(args.model, BenchConfig(models=[], batch_size=args.batch_size, image_size=args.image_size))
         runner.train()
-        step = []
-        for _ in range(args.repeats):
-            for w in args.workers:
-                data[w].append(data_img_s(root, w, args.batch_size, args.image_size))
-            step.append(runner.timed(runner.train))
+        # seconds per pass over the folder (each data loader) and per training step, interleaved
+        fns = {w: (lambda w=w: read_all(root, w, args.batch_size, args.image_size)) for w in args.workers}
+        seconds = interleaved({**fns, "step": runner.train}, args.repeats)
+    data = {w: [args.images / t for t in seconds[w]] for w in args.workers}
+    step = [args.batch_size / t for t in seconds["step"]]
+    print("\n".join(provenance()))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.image_size}px")
     for w, values in data.items():
         print(

@@ -26,7 +26,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from .complexity import complexity
 from .errors import require
 from .models import create_model
 from .table import render_table
+from .timing import interleaved
 
 DEFAULT_MODELS = ["resnet50", "se_resnet50", "cbam_resnet50", "eca_resnet50"]
 REFERENCE_MODELS = ["eca_resnet50:plain", "timm:eca_resnet50"]
@@ -81,11 +81,6 @@ def _autocast(cfg: BenchConfig) -> contextlib.AbstractContextManager:
     return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.dtype))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 class Runner:
     """One model prepared for timed inference and training steps."""
 
@@ -112,13 +107,6 @@ class Runner:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-
-    def timed(self, fn: Callable[[], None]) -> float:
-        _sync(self.cfg.device)
-        start = time.perf_counter()
-        fn()
-        _sync(self.cfg.device)
-        return self.cfg.batch_size / (time.perf_counter() - start)
 
 
 def _read_peak_rss_mb() -> float:
@@ -173,21 +161,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         )
     runners = {spec: Runner(spec, cfg) for spec in cfg.models}
     phases = ["infer", "train"] if cfg.train else ["infer"]
-    for spec, r in runners.items():
+    sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else lambda: None
+    for spec, r in runners.items():  # every phase warmed up before any is timed
         log(f"warm-up {spec}")
         for _ in range(cfg.warmup):
             for phase in phases:
                 getattr(r, phase)()
-    # Inference, then training, each interleaved across models in rotating order: a training step frees
-    # large buffers that the next step must fault in again, so mixing the phases would add noise.
-    timings: dict[str, dict[str, list[float]]] = {phase: {s: [] for s in runners} for phase in phases}
-    specs = list(runners)
-    for phase, series in timings.items():
-        for i in range(cfg.repeats):
-            for spec in specs[i % len(specs) :] + specs[: i % len(specs)]:
-                r = runners[spec]
-                series[spec].append(r.timed(getattr(r, phase)))
-            log(f"{phase}: repeat {i + 1}/{cfg.repeats} done")
+    # Inference, then training, each interleaved across models: a training step frees large buffers that
+    # the next step must fault in again, so mixing the phases would add noise.
+    timings: dict[str, dict[str, list[float]]] = {}
+    for phase in phases:
+        log(f"{phase}: {cfg.repeats} interleaved repeats")
+        seconds = interleaved({spec: getattr(r, phase) for spec, r in runners.items()}, cfg.repeats, sync=sync, log=log)
+        timings[phase] = {spec: [cfg.batch_size / t for t in ts] for spec, ts in seconds.items()}
     rows = []
     for spec, r in runners.items():
         cost = complexity(r.model, (3, cfg.image_size, cfg.image_size))

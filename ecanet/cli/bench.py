@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from ..timing import provenance
 from .flags import positive_int
 
 
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> None:
         train=not args.inference_only,
     )
     rows = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    for line in provenance(shlex.join(["ecanet", *sys.argv[1:]]) if sys.argv[0].endswith("ecanet") else None):
+        print(line)
     print(
         f"batch {cfg.batch_size}, {cfg.image_size}x{cfg.image_size}, {cfg.device}, {cfg.dtype}, "
         f"{'channels_last' if cfg.channels_last else 'NCHW'}, {'compiled' if cfg.compile else 'eager'}, "

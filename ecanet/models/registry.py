@@ -72,6 +72,19 @@ def find_arch(family: str, block: str, layers: Sequence[int]) -> str | None:
     )
 
 
+def stage_shapes(arch: str, image_size: int = 224) -> list[tuple[int, int, int, int]]:
+    """(output channels, map side, blocks, released k) of every stage of an ImageNet ResNet at
+    ``image_size`` (strides 4, 8, 16, 32), e.g. to benchmark one stage's block alone."""
+    spec = ARCHS[arch]
+    if (spec.family, spec.dataset) != ("resnet", "imagenet"):
+        raise ValueError(f"stage_shapes: {arch} is not an ImageNet ResNet")
+    expansion = 4 if spec.block == "bottleneck" else 1
+    return [
+        (64 * 2**i * expansion, image_size // 2 ** (i + 2), n, k)
+        for i, (n, k) in enumerate(zip(spec.layers, spec.released_k, strict=True))
+    ]
+
+
 def stage_eca_modules(model: nn.Module) -> list[str] | None:
     """The name of the first ECA module of every stage of a zoo model (where the stage's k is read), or
     None without ECA."""

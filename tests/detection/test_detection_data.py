@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import add_box
 from PIL import Image
 
 from ecanet.detection.data import CocoDetection, convert_masks
 from ecanet.detection.evaluate import coco_evaluate
 from ecanet.errors import DataError
+from tests.helpers import add_box
 
 SHAPES = [  # per image: (category id, x, y, w, h); ids are deliberately not contiguous
     [(3, 4, 4, 12, 10), (7, 20, 18, 8, 10)],

@@ -43,6 +43,7 @@ def one_line_naming(result: subprocess.CompletedProcess, command: str, extra: st
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_commands_work_without_any_extra(weights, tmp_path):
     for argv in (["--help"], ["train", "--help"], ["detect", "train", "--help"], ["export", "--help"]):
         result = ecanet_without(NO_EXTRAS, *argv)
@@ -58,6 +59,7 @@ def test_commands_work_without_any_extra(weights, tmp_path):
     assert torch.jit.load(str(out))(torch.randn(2, 3, 32, 32)).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_extra_dependent_commands_name_their_extra(weights, tmp_path):
     image = tmp_path / "x.png"
     from PIL import Image
@@ -91,6 +93,7 @@ def test_extra_dependent_commands_name_their_extra(weights, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_training_without_tensorboard_logs_it_off_and_goes_on(image_data, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--data", str(image_data), "--model", "resnet20", "--epochs", "1", "--batch-size", "8"]
@@ -108,7 +111,7 @@ def test_every_extra_is_declared_and_all_installs_them():
     from pathlib import Path
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
     assert set(EXTRAS) <= set(extras)

@@ -19,6 +19,7 @@ KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_bench_tiny_models_writes_json_and_png(tmp_path, capsys):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     args = ["bench", "--models", "resnet20", "eca_resnet20", "eca_resnet20:plain", "--batch-size", "2"]

@@ -22,7 +22,12 @@ def test_zoo_names():
     assert len(IMAGENET) == 36 and len(CIFAR) == 30
 
 
-@pytest.mark.parametrize("name", IMAGENET + CIFAR)
+def deep_ones_slow(names: list[str]) -> list:
+    """The 101- and 152-layer networks as slow cases (the same code as ResNet-50, three to five times longer)."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n.endswith(("resnet101", "resnet152")) else n for n in names]
+
+
+@pytest.mark.parametrize("name", deep_ones_slow(IMAGENET + CIFAR))
 def test_forward_backward_small_input(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=7)
@@ -33,7 +38,9 @@ def test_forward_backward_small_input(name):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2"])
+@pytest.mark.parametrize(
+    "arch", deep_ones_slow(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2"])
+)
 def test_names_and_shapes_equal_torchvision(arch):
     ours = create_model(arch).state_dict()
     theirs = getattr(torchvision.models, arch)().state_dict()

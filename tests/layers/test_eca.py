@@ -56,6 +56,7 @@ def test_eca_matches_naive_loop(padding, shared):
     torch.testing.assert_close(eca(x), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding,shared", [("zeros", True), ("circular", False)])
 def test_compiled_gate_matches_naive_loop_and_eager_gradients(padding, shared):
     """Under torch.compile the gate is written as k shifted products instead of the windowed product."""

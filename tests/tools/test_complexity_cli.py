@@ -11,7 +11,7 @@ from ecanet import ECA, SE, complexity, create_model
 from ecanet.cli import main
 from ecanet.models import plain_formulation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def hand_count_macs(model, size):
@@ -63,6 +63,7 @@ def test_info_json(capsys):
     assert rows[1]["image_size"] == 32 and rows[1]["eca_k"] is None
 
 
+@pytest.mark.slow
 def test_info_table_default_lists_imagenet_zoo(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
@@ -78,6 +79,7 @@ def test_info_unknown_model_message(capsys):
     assert "unknown model 'eca_resnet51'; did you mean" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "ecanet", "info", "eca_resnet20"], capture_output=True, text=True, check=True

@@ -21,6 +21,7 @@ def calibrated(name):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "eca_resnet18", "eca_mobilenet_v2"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_parity(name, fmt, tmp_path):
@@ -53,6 +54,7 @@ def test_export_cli_from_weights(tmp_path, capsys):
     assert "--model or --weights is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_exported_program_and_dynamic_size_onnx_match_pytorch_at_two_sizes(tmp_path):
     import onnxruntime
 
@@ -77,6 +79,7 @@ def test_exported_program_and_dynamic_size_onnx_match_pytorch_at_two_sizes(tmp_p
         export_model(model, tmp_path / "m.onnx", "exported")
 
 
+@pytest.mark.slow
 def test_export_builds_the_model_the_weights_file_holds(tmp_path, capsys):
     model = calibrated("eca_resnet18")  # 10 classes
     weights = save_weights(model, tmp_path / "w.safetensors")

@@ -8,6 +8,7 @@ from ecanet.cli import main
 from ecanet.config import resolve
 
 
+@pytest.mark.slow
 def test_ablate_k_one_row_per_setting(image_data, tmp_path, capsys):
     out = tmp_path / "abl"
     args = ["ablate-k", "--data", str(image_data), "--model", "resnet20", "--ks", "3", "5", "--seeds", "0", "1"]

@@ -68,6 +68,7 @@ def _cli_train(data, out, *extra):
     return [sys.executable, "-m", "ecanet", "train", *args]
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_weights(image_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
@@ -89,6 +90,7 @@ def test_sigkill_and_resume_gives_identical_weights(image_data, tmp_path):
     assert len((cut / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_matches_one(image_data, tmp_path):
     """Same global batch (2 x 4 vs 1 x 8) and no augmentation; BatchNorm frozen, since per-process batch
     statistics differ from global ones (SyncBatchNorm, which would align them, runs on GPUs only)."""

@@ -18,6 +18,7 @@ def targets(with_masks):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["faster_rcnn", "mask_rcnn", "retinanet"])
 def test_detector_trains_with_finite_decreasing_loss(kind):
     torch.manual_seed(0)

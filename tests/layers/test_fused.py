@@ -178,6 +178,7 @@ def test_eca_residual_without_grad_against_reference(norm_kind, identity, relu, 
         assert torch.equal(idt, idt_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm_kind", ["train", "eval", "cumulative_average", "no_running_stats", "frozen"])
 def test_compiled_formulation_against_reference(norm_kind):
     """Under torch.compile the fused step is written as one statistics reduction and one pointwise step;
@@ -287,6 +288,7 @@ def test_fused_keeps_no_more_than_resnet(kind):
     [(kind, True) for kind in ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"]]
     + [("bottleneck", False)],  # eval: the pooled descriptor from conv3's input mean, autograd through it
 )
+@pytest.mark.slow
 def test_fused_under_torch_compile(kind, train):
     torch.manual_seed(0)
     block, c = blocks("eca")[kind]

@@ -1,12 +1,13 @@
 import json
 
 import pytest
-from conftest import make_coco
 from PIL import Image
 
 from ecanet.cli import main
+from tests.helpers import make_coco
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["faster_rcnn", "mask_rcnn"])
 def test_detect_train_eval_predict(kind, tmp_path, capsys):
     images, ann = make_coco(tmp_path / "coco")
@@ -133,6 +134,7 @@ def test_detect_convert_masks_cli_and_errors(tmp_path, capsys):
     assert "c.json: not a PyTorch or safetensors checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_detect_config_round_trip_and_report(tmp_path, capsys):
     images, ann = make_coco(tmp_path / "coco")
     first = tmp_path / "first"
