@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The runs behind the efficiency table in README.md: ResNet-50 with no attention, SE, CBAM and ECA (fast
-# path), plus the plain ECA formulation and timm's ECA, in one process each, repeats interleaved.
+# The runs behind the efficiency tables (README.md, docs/benchmarks.md): ResNet-50 with no attention, SE, CBAM
+# and ECA (fast path), plus the plain ECA formulation and timm's ECA, repeats interleaved. Every output begins
+# with its provenance (command, commit, date, CPU, GPU, torch version).
 # Usage: bash benchmarks/efficiency.sh [extra ecanet bench flags, e.g. --device cuda]
 set -euo pipefail
 out=benchmarks/results
