@@ -4,6 +4,7 @@ BatchNorm, before the addition (ResNet-like blocks), or after the projection Bat
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -15,12 +16,12 @@ from torchvision.models import resnet as tv_resnet
 from .layers import ECA, is_attention
 from .models.resnet import AttentionBlock
 
-try:  # timm is optional; its ResNet blocks take attention through their ``se`` slot
-    from timm.models import resnet as timm_resnet
 
-    _TIMM_BLOCKS: tuple[type, ...] = (timm_resnet.BasicBlock, timm_resnet.Bottleneck)
-except ImportError:  # pragma: no cover - depends on the environment
-    _TIMM_BLOCKS = ()
+def _timm_blocks() -> tuple[type, ...]:
+    """timm's ResNet blocks (they take attention through their ``se`` slot), if timm is loaded: a timm model
+    can only exist once it is, so timm (an optional extra) is never imported here."""
+    timm_resnet = sys.modules.get("timm.models.resnet")
+    return (timm_resnet.BasicBlock, timm_resnet.Bottleneck) if timm_resnet is not None else ()
 
 
 class Site(NamedTuple):
@@ -67,7 +68,7 @@ def _site(block: nn.Module) -> tuple[str, nn.Module] | None:
     """(how to insert, where) for a supported block, or None."""
     if isinstance(block, AttentionBlock):
         return "ecanet", _last_bn(block)
-    if isinstance(block, _TIMM_BLOCKS):
+    if isinstance(block, _timm_blocks()):
         return "timm", _last_bn(block)
     if isinstance(block, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)):
         return "hook", _last_bn(block)
