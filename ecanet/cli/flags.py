@@ -43,8 +43,6 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type[LoopCon
         if f.name in skip:
             continue
         settings = _flag_settings(hints[f.name]) | f.metadata.get("cli", {})
-        if "action" in settings:
-            settings.pop("type", None)
         parser.add_argument("--" + f.name.replace("_", "-"), default=None, help=f.metadata.get("help"), **settings)
 
 
