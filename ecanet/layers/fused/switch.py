@@ -24,14 +24,7 @@ def fast_path_applies(enabled: bool, attention: nn.Module | None, norm: nn.Modul
     if not (enabled and isinstance(attention, ECA) and is_fusable_norm(norm)):
         return False
     watched = attention._forward_hooks or attention._forward_pre_hooks
-    return not (watched or torch.jit.is_tracing() or _is_exporting())
-
-
-def _is_exporting() -> bool:
-    """torch.compiler.is_exporting, which PyTorch before 2.6 lacks (there torch.export compiles the fused
-    step's tensor operations, which it can)."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(is_exporting and is_exporting())
+    return not (watched or torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
