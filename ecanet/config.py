@@ -145,16 +145,19 @@ def read_json(path: str | Path, flag: str, error: type[ValueError] = ValueError)
         raise error(f"{flag}: {path}: not valid JSON ({e})") from None
 
 
-def load_config_file(path: str | Path, config_class: type[LoopConfig] | None = None) -> dict:
-    """The values of a saved config.json, checked against ``config_class``'s fields (default TrainConfig)."""
-    config_class = config_class or TrainConfig
-    values = read_json(path, "--config")
+def check_fields(values: object, config_class: type[LoopConfig], where: str) -> dict:
+    """``values`` if it is a JSON object of ``config_class``'s fields; else one error naming ``where``."""
     if not isinstance(values, dict):
-        raise ValueError(f"--config: {path}: expected a JSON object of config fields")
+        raise ValueError(f"{where}: expected a JSON object of config fields")
     unknown = sorted(set(values) - field_names(config_class))
     if unknown:
-        raise ValueError(f"--config: {path}: unknown keys {unknown} for a {config_class.__name__}")
+        raise ValueError(f"{where}: unknown keys {unknown} for a {config_class.__name__}")
     return values
+
+
+def load_config_file(path: str | Path, config_class: type[LoopConfig] | None = None) -> dict:
+    """The values of a saved config.json, checked against ``config_class``'s fields (default TrainConfig)."""
+    return check_fields(read_json(path, "--config"), config_class or TrainConfig, f"--config: {path}")
 
 
 def merge(config_class: type[C], *sources: dict) -> C:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .classification import build_datasets
-from .config import TrainConfig, load_config_file, merge, read_json
+from .config import TrainConfig, check_fields, merge, read_json
 from .detection.config import DetectConfig
 from .plots import plot_curves, plot_detection_curves
 from .viz import channel_attention, plot_strips
@@ -72,7 +72,7 @@ def build_report(run_dir: str | Path) -> Path:
     values = read_json(run / "config.json", "report")
     detection = isinstance(values, dict) and "annotations" in values
     config_class = DetectConfig if detection else TrainConfig
-    cfg = merge(config_class, load_config_file(run / "config.json", config_class))
+    cfg = merge(config_class, check_fields(values, config_class, f"report: {run / 'config.json'}"))
     records = _records(run)
     summary = read_json(run / "summary.json", "report") if (run / "summary.json").is_file() else {}
     title = f"{cfg.model} ({cfg.backbone})" if detection else cfg.model

@@ -80,14 +80,7 @@ def _val_loader(cfg: TrainConfig, val: Dataset, proc: Dist) -> DataLoader:
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
     if cfg.pretrained:
-        report = load_state(model, read_weights(cfg.pretrained)[0], cfg.pretrained, fresh=FRESH_PARTS)
-        log.info(
-            "--pretrained %s: %d tensors copied; new: %d attention, %d head",
-            cfg.pretrained,
-            len(report.copied),
-            len(report.new_attention),
-            len(report.new_head),
-        )
+        load_state(model, read_weights(cfg.pretrained)[0], f"--pretrained {cfg.pretrained}", fresh=FRESH_PARTS)
     if cfg.freeze_bn:
         freeze_batchnorm(model)
     if cfg.freeze_stages:

@@ -229,3 +229,10 @@ def test_zoo_name_builds_the_model_that_fits_the_file(tmp_path):
         load_checkpoint(path, "eca_resnet18")
     with pytest.raises(CheckpointError, match=r"plain\.pth: holds a 10-class model, not 5 classes"):
         load_checkpoint(path, num_classes=5)
+
+
+def test_fresh_names_only_known_parts():
+    from ecanet.weights import load_state
+
+    with pytest.raises(ValueError, match=r"fresh: unknown parts \['classifier'\]; choose from \('head', 'attention'\)"):
+        load_state(create_model("resnet18"), create_model("resnet18").state_dict(), fresh=("classifier",))
