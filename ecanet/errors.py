@@ -34,6 +34,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "viz": ("pytorch_grad_cam",),
     "tensorboard": ("tensorboard",),
     "timm": ("timm",),
+    "prune": ("torch_pruning",),
 }
 
 USER_ERRORS = (ValueError, OSError, TrainingError, ExportError, MissingExtraError)  # OSError: unreadable files

@@ -23,6 +23,7 @@ from .errors import CheckpointError
 from .layers import ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
 from .models.registry import find_arch, stage_eca_modules
+from .models.widths import apply_widths
 
 log = logging.getLogger("ecanet")
 
@@ -267,7 +268,22 @@ def _zoo_model_for(state: Mapping[str, Tensor], meta: dict, source: str, name: s
         )
     name = name or inferred
     eca_k = meta.get("eca_k") or _kernel_sizes(name, state) or "released"
-    return create_model(name, num_classes=file_classes or num_classes, eca_k=eca_k)
+    model = create_model(name, num_classes=file_classes or num_classes, eca_k=eca_k)
+    return with_file_widths(model, meta, source)
+
+
+def with_file_widths(model: nn.Module, meta: Mapping, source: str) -> nn.Module:
+    """The model with the layer widths a channel-pruned file records (unchanged for other files). The
+    classifier keeps the model's class count (fine-tuning a pruned network on other classes)."""
+    if "widths" not in meta:
+        return model
+    head = {k.rsplit(".", 1)[0] for k in _head_keys(model)}
+    own = dict(model.named_modules())
+    try:
+        widths = {n: [w[0], own[n].out_features] if n in head else w for n, w in meta["widths"].items()}
+        return apply_widths(model, widths)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{source}: its recorded layer widths do not fit {model.config['model']}: {e}") from None
 
 
 def load_checkpoint(
@@ -280,7 +296,7 @@ def load_checkpoint(
     """Load weights from ``path`` and return the model; a file is loaded whole or not at all.
 
     Without ``model``, or with a zoo name, the zoo model is built to fit the file: its metadata (this
-    project's files), or its keys and weight shapes (the authors' ``*.pth.tar``, torchvision state dicts)
+    project's files, including the layer widths of a channel-pruned network), or its keys and weight shapes (the authors' ``*.pth.tar``, torchvision state dicts)
     give the name, the class count and the ECA kernel size of every stage. A name or ``num_classes`` that
     contradicts the file is an error naming both. With an ``nn.Module``, the file must fit it exactly, except
     the parts named in ``fresh`` (see ``load_state``).

@@ -25,7 +25,7 @@ from ..fit import Task, fit, loader_options, scaled_lr, train_loader
 from ..models import create_model, freeze_batchnorm, parse_model_name
 from ..plots import plot_curves
 from ..table import render_table
-from ..weights import FRESH_PARTS, load_state, read_weights
+from ..weights import FRESH_PARTS, load_state, read_weights, with_file_widths
 from .data import Digits, collate_skipping, image_folders
 
 log = logging.getLogger("ecanet")
@@ -80,7 +80,9 @@ def _val_loader(cfg: TrainConfig, val: Dataset, proc: Dist) -> DataLoader:
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
     if cfg.pretrained:
-        load_state(model, read_weights(cfg.pretrained)[0], f"--pretrained {cfg.pretrained}", fresh=FRESH_PARTS)
+        state, meta = read_weights(cfg.pretrained)
+        source = f"--pretrained {cfg.pretrained}"
+        load_state(with_file_widths(model, meta, source), state, source, fresh=FRESH_PARTS)
     if cfg.freeze_bn:
         freeze_batchnorm(model)
     if cfg.freeze_stages:

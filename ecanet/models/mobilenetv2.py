@@ -91,6 +91,13 @@ class MobileNetV2(tv.MobileNetV2):
         self.num_features = self.last_channel
         set_fused(self, fused)
 
+    def sync_widths(self) -> None:
+        """Read the block, stage and feature widths off the layers again (after channel pruning)."""
+        for block in self.features[1:-1]:
+            block.out_channels = [m for m in block.conv if isinstance(m, nn.BatchNorm2d)][-1].num_features
+        self.last_channel = self.num_features = self.features[-1][1].num_features
+        self.feature_channels = [self.features[i].out_channels for i in self._stage_ends[:-1]] + [self.last_channel]
+
     def stages(self) -> list[nn.Module]:
         """The inverted residuals of every row of the setting (Table 2 of the MobileNetV2 paper)."""
         ends = [*self._stage_starts[1:], self._stage_starts[-1] + SETTING[-1][2]]

@@ -75,6 +75,11 @@ class BasicBlock(AttentionBlock):
         self.downsample = downsample
         self.stride = stride
 
+    @property
+    def out_norm(self) -> nn.BatchNorm2d:
+        """The last BatchNorm of the residual branch (its width is the block's output width)."""
+        return self.bn2
+
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
@@ -112,6 +117,11 @@ class Bottleneck(AttentionBlock):
         self._set_attention(attn, planes * self.expansion, kernel_size)
         self.downsample = downsample
         self.stride = stride
+
+    @property
+    def out_norm(self) -> nn.BatchNorm2d:
+        """The last BatchNorm of the residual branch (its width is the block's output width)."""
+        return self.bn3
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -215,6 +225,11 @@ class ResNet(nn.Module):
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, attn=attn, kernel_size=kernel_size) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
+
+    def sync_widths(self) -> None:
+        """Read the stage and feature widths off the layers again (after channel pruning)."""
+        self.feature_channels = [stage[-1].out_norm.num_features for stage in self.stages()]
+        self.num_features = self.fc.in_features
 
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
