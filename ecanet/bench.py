@@ -16,7 +16,8 @@ allocator keeps, more of it after torch.compile), which only adds to the peak: `
 each model in that many fresh processes and keeps the smallest peak.
 
 Model specs: a zoo name (``eca_resnet50``), ``NAME:plain`` (the plain ECA formulation, ``fused=False``),
-or ``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed).
+``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed), or a weights file
+(e.g. a pruned network's ``pruned.safetensors``: the network it holds, with its widths).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def build(spec: str, num_classes: int = 1000) -> nn.Module:
         return timm_resnet.ResNet(
             timm_resnet.Bottleneck, [3, 4, 6, 3], num_classes=num_classes, block_args={"attn_layer": "eca"}
         )
+    if Path(spec).is_file():
+        from .weights import load_checkpoint
+
+        return load_checkpoint(spec)
     name, _, variant = spec.partition(":")
     if variant not in ("", "plain"):
         raise ValueError(f"unknown model variant {spec!r}; use NAME or NAME:plain")

@@ -6,6 +6,8 @@ multiply-accumulates FLOPs; both conventions are shown so numbers can be matched
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .complexity import complexity
@@ -30,10 +32,17 @@ def default_input_size(name: str) -> int:
 
 
 def model_info(name: str, image_size: int | None = None) -> dict:
-    """One row of the table: counted on the meta device, so nothing is computed."""
-    size = image_size or default_input_size(name)
-    with torch.device("meta"):
-        model = create_model(name)
+    """One row of the table: a zoo name is counted on the meta device, so nothing is computed; a weights
+    file (e.g. a pruned network) is counted as the network it holds."""
+    if Path(name).is_file():
+        from .weights import load_checkpoint
+
+        model = load_checkpoint(name)
+        size = image_size or default_input_size(model.config["model"])
+    else:
+        size = image_size or default_input_size(name)
+        with torch.device("meta"):
+            model = create_model(name)
     cost = complexity(model, (3, size, size))
     return {
         "model": name,

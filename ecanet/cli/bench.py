@@ -19,7 +19,9 @@ def add_parser(sub) -> None:
     from ..bench import DEFAULT_MODELS
 
     p = sub.add_parser("bench", help="throughput and memory of models side by side, interleaved repeats")
-    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="zoo names, NAME:plain or timm:eca_resnet50")
+    p.add_argument(
+        "--models", nargs="+", default=DEFAULT_MODELS, help="zoo names, NAME:plain, timm:eca_resnet50 or weights files"
+    )
     p.add_argument("--include-reference", action="store_true", help="add eca_resnet50:plain and timm's ECA")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--image-size", type=positive_int, default=224)

@@ -11,7 +11,7 @@ from .flags import positive_int
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="complexity table of zoo models (params, FLOPs, attention cost, k per stage)")
-    p.add_argument("models", nargs="*", help="model names (default: every ImageNet model)")
+    p.add_argument("models", nargs="*", help="model names or weights files (default: every ImageNet model)")
     p.add_argument("--image-size", type=positive_int, default=None, help="input side (default 224; 32 for CIFAR)")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.set_defaults(func=run)
