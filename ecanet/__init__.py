@@ -1,5 +1,5 @@
 """ecanet: ECA-Net (Wang et al., CVPR 2020) for PyTorch - attention layers, the paper's backbones,
-weights interop, complexity, training and evaluation."""
+weights interop, complexity, training and evaluation, channel pruning."""
 
 from .attach import AttachReport, attach_eca
 from .classification import evaluate, train
@@ -7,6 +7,7 @@ from .complexity import complexity
 from .config import TrainConfig, resolve
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
 from .models import create_model, list_models
+from .pruning import PruneReport, prune
 from .weights import (
     CheckpointError,
     LoadReport,
@@ -25,6 +26,7 @@ __all__ = [
     "AttachReport",
     "CheckpointError",
     "LoadReport",
+    "PruneReport",
     "attach_eca",
     "complexity",
     "create_attention",
@@ -33,6 +35,7 @@ __all__ = [
     "init_from_torchvision",
     "list_models",
     "load_checkpoint",
+    "prune",
     "read_weights",
     "save_weights",
     "TrainConfig",

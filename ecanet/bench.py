@@ -98,7 +98,8 @@ class Runner:
         g = torch.Generator().manual_seed(0)
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
         self.x = x.to(cfg.device, memory_format=fmt)
-        self.y = torch.randint(0, 1000, (cfg.batch_size,), generator=g).to(cfg.device)
+        classes = (getattr(self.model, "config", None) or {}).get("num_classes", 1000)  # a file's own head
+        self.y = torch.randint(0, classes, (cfg.batch_size,), generator=g).to(cfg.device)
 
     def infer(self) -> None:
         self.model.eval()

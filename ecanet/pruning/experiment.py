@@ -24,6 +24,7 @@ from ..weights import load_checkpoint, save_weights
 from .calibration import as_batches
 from .compensate import compensate
 from .config import PruneConfig, training_fields
+from .graph import torch_pruning
 from .prune import check_target, prune
 
 log = logging.getLogger("ecanet")
@@ -63,13 +64,14 @@ def run_prune(cfg: PruneConfig) -> dict:
     if cfg.weights is None:
         raise ValueError("--weights is required: the trained network to prune")
     check_target(cfg.ratio, cfg.speed_up, cfg.scope, cfg.steps)
+    torch_pruning()  # a missing extra is said before anything is read
     model = load_checkpoint(cfg.weights, cfg.model, num_classes=cfg.num_classes)
     embedded = cfg.data is None and cfg.train_dir is None
     cfg = replace(cfg, model=model.config["model"], image_size=cfg.image_size or (16 if embedded else 224))
     calibration_set, val_set, where = build_datasets(replace(cfg, augment=False))
     classes, expected = len(calibration_set.classes), model.config["num_classes"]
     if classes != expected:
-        raise DataError(f"{where}: {classes} class folders, but {cfg.weights} holds a {expected}-class model")
+        raise DataError(f"{where}: {classes} classes, but {cfg.weights} holds a {expected}-class model")
     batches = calibration_batches(calibration_set, cfg.calibration_images, cfg.batch_size, cfg.seed)
     top1 = _top1(model, val_set, cfg)
     criteria = list(dict.fromkeys([cfg.importance, *cfg.compare]))

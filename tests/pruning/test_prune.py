@@ -173,3 +173,21 @@ def _inner(model):
     return [(n, m) for n, m in model.named_modules() if n.endswith("conv1") and n != "conv1"] + [
         (n, m) for n, m in model.named_modules() if n.startswith(("layer2", "layer3")) and n.endswith("conv2")
     ]
+
+
+def test_models_the_pruner_cannot_handle_are_refused_in_one_line():
+    from torch import nn
+    from torchvision.models import resnext50_32x4d
+
+    x = batch(32)[0]
+    with pytest.raises(ValueError, match=r"cannot prune layer1\.0\.conv2: a grouped convolution \(32 groups\)"):
+        prune(resnext50_32x4d(num_classes=10), [x], "l1", ratio=0.5)
+    with pytest.raises(ValueError, match="no classifier"):
+        prune(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), [x], "l1", ratio=0.5)
+    model = trained_like("resnet20")
+    with pytest.raises(ValueError, match="ignore: the model has no layer 'layer9'"):
+        prune(model, [x], "l1", ratio=0.5, ignore=["layer9"])
+    with pytest.raises(ValueError, match="calibration: no images"):
+        prune(model, [], "l1", ratio=0.5)
+    with pytest.raises(ValueError, match=r"scope \(--scope\) must be one of"):
+        prune(model, [x], "l1", ratio=0.5, scope="local")

@@ -87,10 +87,11 @@ def test_extra_dependent_commands_name_their_extra(weights, tmp_path):
             ["detect", "convert-masks", "--images", str(tmp_path), "--masks", str(tmp_path), "--output", "c.json"],
         ),
         ("bench", "timm", ["bench", "--models", "timm:eca_resnet50", "--repeats", "1", "--warmup", "0", "--no-memory"]),
+        ("prune", "prune", ["prune", "--weights", str(weights), "--ratio", "0.5", "--output", str(tmp_path / "p")]),
     ]
     for command, extra, argv in cases:
         one_line_naming(ecanet_without(NO_EXTRAS, *argv, cwd=tmp_path), command, extra)
-    assert not (tmp_path / "m.onnx").exists()
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "p").exists()
 
 
 @pytest.mark.slow
