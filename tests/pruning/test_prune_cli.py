@@ -56,6 +56,15 @@ def test_prune_writes_what_it_reports(pruned_run, trained_run, image_data, capsy
     assert row["img_per_s_before"] > 0 and row["img_per_s_after"] > 0
     config = json.loads((pruned_run / "config.json").read_text())
     assert config["ratio"] == 0.5 and config["importance"] == "eca" and config["model"] == "eca_resnet20"
+    # the saved config reproduces the pruned (and compensated) network exactly
+    again = pruned_run.parent / "again"
+    argv = ["prune", "--config", str(pruned_run / "config.json"), "--finetune-epochs", "0", "--output", str(again)]
+    assert main(argv) == 0
+    first, second = (
+        load_checkpoint(pruned_file).state_dict(),
+        load_checkpoint(again / "pruned.safetensors").state_dict(),
+    )
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 @pytest.mark.slow
