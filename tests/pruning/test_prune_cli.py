@@ -160,3 +160,17 @@ def test_bad_input_is_one_line_and_writes_nothing(trained_run, image_data, tmp_p
         assert lines[-1].startswith("ecanet prune: error: ") and message in lines[-1], (argv, lines[-1])
         assert "Traceback" not in result.stderr
         assert not out.exists(), argv
+
+
+@pytest.mark.slow
+def test_finetuning_resumes(trained_run, image_data, tmp_path):
+    out = tmp_path / "resumed"
+    argv = ["prune", "--weights", str(trained_run / "final.safetensors"), "--data", str(image_data), *COMMON]
+    argv += ["--ratio", "0.5", "--output", str(out)]
+    assert main([*argv, "--finetune-epochs", "1"]) == 0
+    metrics = out / "finetune" / "metrics.jsonl"
+    first = metrics.read_text().splitlines()
+    assert main([*argv, "--finetune-epochs", "2", "--resume"]) == 0
+    records = metrics.read_text().splitlines()
+    assert len(records) == 2 and records[0] == first[0]  # epoch 0 kept, epoch 1 added
+    assert json.loads(records[1])["epoch"] == 1
