@@ -160,7 +160,52 @@ def test_se_and_cbam_follow_their_papers():
     pooled = x.mean((2, 3))
     expected = x * torch.sigmoid(se.fc2(torch.relu(se.fc1(pooled))))[:, :, None, None]
     torch.testing.assert_close(se(x), expected)
-    assert cbam(x).shape == x.shape
+
+
+def test_cbam_equals_its_papers_formula_written_out():
+    """Woo et al., Eq. 2-3: channel attention sigma(MLP(avg) + MLP(max)), then spatial attention
+    sigma(BN(conv7x7([mean_c; max_c]))), each multiplied in."""
+    torch.manual_seed(0)
+    cbam = CBAM(32).double().eval()
+    with torch.no_grad():
+        cbam.spatial_bn.running_mean.fill_(0.3)
+        cbam.spatial_bn.running_var.fill_(2.0)
+        cbam.spatial_bn.weight.fill_(1.5)
+        cbam.spatial_bn.bias.fill_(-0.2)
+    x = torch.randn(2, 32, 7, 7, dtype=torch.float64)
+    fc1, fc2 = cbam.channel_mlp[0], cbam.channel_mlp[2]
+
+    def mlp(v):
+        return torch.relu(v @ fc1.weight.T + fc1.bias) @ fc2.weight.T + fc2.bias
+
+    channel = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))
+    x1 = x * channel[:, :, None, None]
+    maps = torch.stack([x1.mean(1), x1.amax(1)], 1)
+    conv = torch.nn.functional.conv2d(maps, cbam.spatial_conv.weight, padding=3)
+    bn = (conv - 0.3) / (2.0 + cbam.spatial_bn.eps) ** 0.5 * 1.5 - 0.2
+    with torch.no_grad():
+        torch.testing.assert_close(cbam(x), x1 * torch.sigmoid(bn), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(cbam.attention(x), channel, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+@pytest.mark.parametrize("circular", [False, True])
+def test_eca_equals_timms_modules_with_copied_weights(k, circular):
+    """An independent implementation: timm's EcaModule / CecaModule (k given, so timm's clamp of the
+    adaptive size does not enter), same kernel, fp64, values and input gradients."""
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(k)
+    reference = (layers.CecaModule if circular else layers.EcaModule)(kernel_size=k).double()
+    ours = ECA(24, k, padding="circular" if circular else "zeros").double()
+    with torch.no_grad():
+        ours.conv.weight.copy_(reference.conv.weight)
+    x = torch.randn(3, 24, 5, 4, dtype=torch.float64, requires_grad=True)
+    expected, got = reference(x), ours(x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    (grad_ref,) = torch.autograd.grad(expected, x, g)
+    (grad_ours,) = torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-12, atol=1e-12)
 
 
 def test_factory_by_name():
