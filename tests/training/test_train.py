@@ -217,14 +217,52 @@ def test_fine_tune_from_pretrained_with_new_head_and_frozen_stages(image_data, t
     assert not torch.equal(tuned.layer3[0].conv1.weight, source.layer3[0].conv1.weight)  # trained
 
 
-def test_amp_channels_last_ema_run(image_data, tmp_path):
+def test_amp_channels_last_and_ema_take_effect(image_data, tmp_path, monkeypatch):
+    """Seen from inside the run: convolutions compute in bfloat16 (CPU autocast) on channels-last inputs,
+    and the saved EMA equals the exponential average of the weights after every optimizer step."""
+    import importlib
+
+    import ecanet.fit as fit
+
+    classification_train = importlib.import_module("ecanet.classification.train")  # the module, not the function
+
+    seen = {"dtype": set(), "channels_last": set()}
+    build_model, build_optimizer = classification_train.build_model, fit.build_optimizer
+
+    def watched_model(config, num_classes):
+        model = build_model(config, num_classes)
+
+        def hook(module, args, out):
+            if module.training:
+                seen["dtype"].add(out.dtype)
+                seen["channels_last"].add(args[0].is_contiguous(memory_format=torch.channels_last))
+
+        model.layer2[0].conv1.register_forward_hook(hook)
+        return model
+
+    trajectory, names = [], []
+
+    def recording_optimizer(config, model):
+        optimizer = build_optimizer(config, model)
+        names[:] = [n for n, _ in model.named_parameters()]
+        optimizer.register_step_post_hook(
+            lambda *_: trajectory.append([p.detach().clone() for p in model.parameters()])
+        )
+        return optimizer
+
+    monkeypatch.setattr(classification_train, "build_model", watched_model)
+    monkeypatch.setattr(fit, "build_optimizer", recording_optimizer)
     out = tmp_path / "amp"
     summary = train(cfg(image_data, out, epochs=2, amp=True, channels_last=True, ema_decay=0.9, recipe=None))
     assert summary["final_top1"] is not None
-    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert math.isfinite(record["train_loss"])
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["ema"] is not None
+    assert seen == {"dtype": {torch.bfloat16}, "channels_last": {True}}
+    ema = torch.load(out / "checkpoint.pt", weights_only=True)["ema"]
+    expected = trajectory[0]  # the average starts at the weights after the first step
+    for weights in trajectory[1:]:
+        expected = [0.9 * e + 0.1 * w for e, w in zip(expected, weights)]
+    assert len(trajectory) == 2 * (24 // 8)  # every step of both epochs
+    for name, value in zip(names, expected):
+        torch.testing.assert_close(ema[f"module.{name}"], value, rtol=1e-5, atol=1e-6)
 
 
 def test_eval_cli_reports_top1_top5_loss(image_data, tmp_path, capsys):
