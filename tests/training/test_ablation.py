@@ -17,7 +17,12 @@ def test_ablate_k_one_row_per_setting(image_data, tmp_path, capsys):
     rows = json.loads((out / "ablate_k.json").read_text())
     assert [r["setting"] for r in rows] == ["k=3", "k=5", "adaptive", "SE", "none"]
     assert [r["model"] for r in rows] == ["eca_resnet20"] * 3 + ["se_resnet20", "resnet20"]
-    assert all(len(r["top1"]) == 2 and r["std"] >= 0 for r in rows)
+    for r in rows:  # each value is its run's final top-1, and mean / std are those of the per-seed values
+        label = r["setting"]
+        finals = [json.loads((out / label / f"seed{s}" / "summary.json").read_text())["final_top1"] for s in (0, 1)]
+        assert r["top1"] == finals and r["seeds"] == [0, 1]
+        assert r["mean"] == pytest.approx((finals[0] + finals[1]) / 2)
+        assert r["std"] == pytest.approx(abs(finals[0] - finals[1]) / 2**0.5)  # sample std of two values
     k5 = json.loads((out / "k=5" / "seed1" / "config.json").read_text())
     assert k5["eca_k"] == [5, 5, 5] and k5["seed"] == 1
     with Image.open(out / "ablate_k.png") as im:
