@@ -1,4 +1,6 @@
 import json
+import math
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -45,7 +47,7 @@ def test_detect_train_eval_predict(kind, tmp_path, capsys):
     assert set(summary["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert ("segm" in summary) == (kind == "mask_rcnn")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and all(r["train_loss"] == r["train_loss"] for r in records)  # finite (not NaN)
+    assert len(records) == 2 and all(math.isfinite(r["train_loss"]) for r in records)
     for name in ("checkpoint.pt", "final.safetensors", "config.json"):
         assert (out / name).is_file()
     capsys.readouterr()
@@ -60,18 +62,20 @@ def test_detect_train_eval_predict(kind, tmp_path, capsys):
                 str(images),
                 "--annotations",
                 str(ann),
+                "--batch-size",
+                "1",
             ]
         )
         == 0
     )
-    assert "AP50" in json.loads(capsys.readouterr().out)["bbox"]
+    reported = json.loads(capsys.readouterr().out)["bbox"]
     pred = tmp_path / "pred"
     assert (
         main(
             [
                 "detect",
                 "predict",
-                str(images / "1.png"),
+                *sorted(map(str, images.glob("*.png"))),
                 "--weights",
                 str(out / "final.safetensors"),
                 "--output",
@@ -86,7 +90,37 @@ def test_detect_train_eval_predict(kind, tmp_path, capsys):
         assert im.size == (64, 64)
     rows = json.loads((pred / "detections.json").read_text())
     assert rows[0]["image"].endswith("1.png") and set(rows[0]) == {"image", "boxes", "labels", "scores"}
-    assert all(label in ("bright", "dim") for label in rows[0]["labels"])
+    assert all(label in ("bright", "dim") for row in rows for label in row["labels"])
+    assert_ap_equals_pycocotools_on(rows, ann, reported)
+
+
+def assert_ap_equals_pycocotools_on(rows: list[dict], ann, reported: dict) -> None:
+    """The box AP that ``detect eval`` reported equals pycocotools' own evaluation of the detections that
+    ``detect predict`` saved (same weights, same images), converted here by hand."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO(str(ann))
+    ids = {c["name"]: c["id"] for c in gt.loadCats(gt.getCatIds())}
+    image_ids = {im["file_name"]: im["id"] for im in gt.loadImgs(gt.getImgIds())}
+    results = [
+        {
+            "image_id": image_ids[Path(row["image"]).name],
+            "category_id": ids[label],
+            "score": score,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+        }
+        for row in rows
+        for (x0, y0, x1, y1), label, score in zip(row["boxes"], row["labels"], row["scores"])
+    ]
+    assert results, "the trained detector found nothing"
+    ev = COCOeval(gt, gt.loadRes(results), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    expected = [max(float(v), 0.0) * 100 for v in ev.stats[:6]]
+    got = [reported[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    assert got == pytest.approx(expected, abs=1e-6)
 
 
 def test_detect_convert_masks_cli_and_errors(tmp_path, capsys):
