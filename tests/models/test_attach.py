@@ -53,19 +53,46 @@ def test_torchvision_mobilenet_v2_gets_eca_after_projection():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
-def test_mobilenet_v3_resnext_wide_and_timm():
-    for model in (
-        torchvision.models.mobilenet_v3_small(),
-        torchvision.models.resnext50_32x4d(),
-        torchvision.models.wide_resnet50_2(),
-        timm.create_model("resnet18"),
-    ):
+def assert_eca_reads_the_last_norm(model: torch.nn.Module, pairs: dict) -> None:
+    """Every ECA module receives exactly its block's last BatchNorm output (eval mode, computed here from
+    the norm's input), and has that norm's channel count."""
+    inputs, hooks = {}, []
+    for eca, norm in pairs.items():
+        hooks.append(norm.register_forward_pre_hook(lambda m, a, n=norm: inputs.__setitem__(n, a[0])))
+        hooks.append(eca.register_forward_pre_hook(lambda m, a, e=eca: inputs.__setitem__(e, a[0])))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    for eca, norm in pairs.items():
+        assert eca.channels == norm.num_features
+        expected = torch.nn.functional.batch_norm(
+            inputs[norm], norm.running_mean, norm.running_var, norm.weight, norm.bias, eps=norm.eps
+        )
+        torch.testing.assert_close(inputs[eca], expected)
+
+
+def test_mobilenet_v3_resnext_wide_and_timm_get_eca_after_each_blocks_last_norm():
+    from torchvision.models.mobilenetv3 import InvertedResidual as V3Block
+    from torchvision.models.resnet import Bottleneck
+
+    for build in (torchvision.models.resnext50_32x4d, torchvision.models.wide_resnet50_2):
+        model = build()
         report = attach_eca(model, kernel_size=3)
-        assert report.sites and report.params == 3 * len(report.sites)
-        assert model(torch.randn(1, 3, 64, 64)).shape[0] == 1
+        blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+        assert len(report.sites) == len(blocks) == 16 and report.params == 3 * 16
+        assert_eca_reads_the_last_norm(model, {b.eca: b.bn3 for b in blocks})
+    model = torchvision.models.mobilenet_v3_small()
+    report = attach_eca(model, kernel_size=3)
+    blocks = [m for m in model.modules() if isinstance(m, V3Block)]
+    assert len(report.sites) == len(blocks) == 11
+    assert all(isinstance(b.block[-1], ECA) for b in blocks)  # after the projection (conv + norm)
+    assert_eca_reads_the_last_norm(model, {b.block[-1]: b.block[-2][1] for b in blocks})
     model = timm.create_model("resnet18")
-    attach_eca(model)
-    assert isinstance(model.layer1[0].se, ECA)
+    attach_eca(model)  # timm's blocks take attention in their se slot, applied after bn2
+    blocks = [m for m in model.modules() if type(m).__name__ == "BasicBlock"]
+    assert len(blocks) == 8 and all(isinstance(b.se, ECA) for b in blocks)
+    assert_eca_reads_the_last_norm(model, {b.se: b.bn2 for b in blocks})
 
 
 def test_own_plain_model_and_variants():
