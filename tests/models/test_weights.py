@@ -51,6 +51,57 @@ def test_authors_checkpoint_builds_right_model(tmp_path, legacy):
     same_outputs(src, model)
 
 
+def authors_resnet50_k3557_state() -> dict[str, torch.Tensor]:
+    """The key list of the authors' released eca_resnet50_k3557.pth.tar, written from their model definition
+    (torchvision's ResNet names; ``eca_layer`` as ``eca`` with a bias-free ``Conv1d(1, 1, k)`` named ``conv``;
+    DataParallel's ``module.`` prefix), not from this project's modules: names and shapes as literals."""
+    g = torch.Generator().manual_seed(0)
+    state: dict[str, tuple[int, ...]] = {"conv1.weight": (64, 3, 7, 7)}
+
+    def norm(prefix: str, c: int) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{prefix}.{name}"] = (c,)
+        state[f"{prefix}.num_batches_tracked"] = ()
+
+    norm("bn1", 64)
+    inplanes = 64
+    for stage, (planes, blocks, k) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), (3, 5, 5, 7)), start=1):
+        for b in range(blocks):
+            p = f"layer{stage}.{b}"
+            state[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
+            norm(f"{p}.bn1", planes)
+            state[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+            norm(f"{p}.bn2", planes)
+            state[f"{p}.conv3.weight"] = (4 * planes, planes, 1, 1)
+            norm(f"{p}.bn3", 4 * planes)
+            state[f"{p}.eca.conv.weight"] = (1, 1, k)
+            if b == 0:
+                state[f"{p}.downsample.0.weight"] = (4 * planes, inplanes, 1, 1)
+                norm(f"{p}.downsample.1", 4 * planes)
+            inplanes = 4 * planes
+    state["fc.weight"], state["fc.bias"] = (1000, 2048), (1000,)
+    return {
+        "module." + k: torch.tensor(7) if shape == () else torch.rand(shape, generator=g) + 0.5
+        for k, shape in state.items()
+    }
+
+
+def test_authors_resnet50_layout_written_from_their_key_list(tmp_path):
+    state = authors_resnet50_k3557_state()
+    assert len(state) == 53 + 5 * 53 + 16 + 2  # 53 convolutions, their BatchNorms (5 entries), 16 ECA, fc
+    assert state["module.layer4.2.eca.conv.weight"].shape == (1, 1, 7)
+    assert state["module.layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1)
+    assert state["module.layer3.5.conv2.weight"].shape == (256, 256, 3, 3)
+    path = tmp_path / "eca_resnet50_k3557.pth.tar"
+    torch.save({"epoch": 100, "arch": "eca_resnet50", "state_dict": state, "best_prec1": 77.42}, path)
+    model = load_checkpoint(path)
+    assert model.config["model"] == "eca_resnet50" and model.config["eca_k"] == [3, 5, 5, 7]
+    own = model.state_dict()
+    assert set(own) == {k.removeprefix("module.") for k in state}
+    for key, value in state.items():
+        assert torch.equal(own[key.removeprefix("module.")], value), key
+
+
 def test_authors_mobilenet_checkpoint(tmp_path):
     src = randomize(create_model("eca_mobilenet_v2", num_classes=1000))
     path = tmp_path / "eca_mobilenetv2_k13.pth.tar"
