@@ -9,6 +9,7 @@ ECA path is exported as the plain formulation: the same arithmetic, without in-p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,11 +44,18 @@ def export_model(
     example = torch.randn(2, 3, image_size, image_size, generator=g)
     checks = [torch.randn(3, 3, s, s, generator=g) for s in sizes]  # another batch size: the dynamic axis
     exporter = {"onnx": _onnx, "exported": _exported, "torchscript": _torchscript}[fmt]
-    with torch.no_grad():
-        run = exporter(model, example, path, dynamic_size)
-        diff = max(float((run(x) - model(x)).abs().max()) for x in checks)
-    if not diff <= tolerance:
-        raise ExportError(f"{path}: exported model differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
+    # Written beside the target and moved there only once it passed its check: a failed export leaves no
+    # file, and an existing file at ``path`` stays as it was.
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        with torch.no_grad():
+            run = exporter(model, example, partial, dynamic_size)
+            diff = max(float((run(x) - model(x)).abs().max()) for x in checks)
+        if not diff <= tolerance:
+            raise ExportError(f"{path}: exported model differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return {"format": fmt, "path": str(path), "sizes": sizes, "max_abs_diff": diff}
 
 
