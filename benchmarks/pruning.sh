@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The run behind docs/pruning.md's table: an ECA-ResNet-20 trained on real CIFAR-10 images (1,000 training and
 # 200 validation images per class, drawn from the shared CIFAR-10 training images), pruned 2x in MACs with every
-# criterion, right after pruning, after least-squares compensation, and after a 2-epoch fine-tune.
+# criterion, right after pruning, after least-squares compensation, and after a 2-epoch fine-tune; then the
+# speed of the pruned network.
 # Needs the "prune" extra. Usage: bash benchmarks/pruning.sh [WORKDIR]  (default /tmp/ecanet-pruning)
 set -euo pipefail
 work=${1:-/tmp/ecanet-pruning}
@@ -34,3 +35,7 @@ common=(--data "$work/split" --image-size 32 --batch-size 128 --workers 2 --seed
     --compare l1 bn taylor random similarity
 } | tee "$out/prune.txt"
 cp "$work/prune/comparison.json" "$work/prune/comparison.png" "$out/"
+# Speed of the pruned network against the trained one (every criterion gives the same widths here: uniform
+# scope), in one process with interleaved repeats; run it on a quiet machine.
+ecanet bench --models "$work/train/final.safetensors" "$work/prune/eca/pruned.safetensors" --image-size 32 \
+  --batch-size 128 --repeats 9 --memory-repeats 2 | tee "$out/bench.txt"

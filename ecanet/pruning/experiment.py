@@ -172,32 +172,36 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def plot_comparison(summary: dict, path: Path) -> Path:
-    """Top-1 against MACs: the unpruned network, and every criterion after each recovery stage."""
+    """Top-1 against MACs: the unpruned network, and every criterion after each recovery stage (one colour
+    per criterion; criteria at the same MACs are spread sideways by a small offset so that none hides another)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = summary["rows"]
-    ax.scatter([rows[0]["macs_before"] / 1e6], [summary["top1_before"]], marker="*", s=150, color="k", label="unpruned")
+    before = rows[0]["macs_before"] / 1e6
+    ax.scatter([before], [summary["top1_before"]], marker="*", s=150, color="k", label="unpruned")
     stages = [
         ("top1_pruned", "o", "pruned"),
         ("top1_compensated", "s", "compensated"),
         ("top1_finetuned", "^", "fine-tuned"),
     ]
+    step = 0.012 * before
     for i, row in enumerate(rows):
-        color = f"C{i}"
+        x = row["macs"] / 1e6 + (i - (len(rows) - 1) / 2) * step
         for key, marker, _ in stages:
             if row[key] is not None:
-                ax.scatter(row["macs"] / 1e6, row[key], marker=marker, color=color)
-        ax.annotate(row["importance"], (row["macs"] / 1e6, max(row[k] for k, _, _ in stages if row[k] is not None)))
+                ax.scatter(x, row[key], marker=marker, color=f"C{i}")
+        ax.plot([], [], color=f"C{i}", linewidth=6, label=row["importance"])
     for _, marker, stage in stages:
         ax.scatter([], [], marker=marker, color="gray", label=stage)
-    ax.set_xlabel("MMACs per image")
+    ax.set_xlabel("MMACs per image (criteria at one value spread sideways)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title(f"{summary['model']}: pruning criteria")
-    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
