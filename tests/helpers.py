@@ -3,7 +3,10 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from ecanet.errors import EXTRAS
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
 
@@ -55,3 +58,10 @@ def make_coco(root: Path, n_images: int = 4, size: int = 64, seed: int = 0) -> t
     ann = root / "instances.json"
     ann.write_text(json.dumps(coco))
     return images, ann
+
+
+def require_extra(extra: str) -> None:
+    """Skip the calling test (or module) when the optional extra is not installed, saying which: a base
+    install runs everything else; CI installs every extra and fails on such a skip."""
+    for module in EXTRAS[extra]:
+        pytest.importorskip(module, reason=f'needs the "{extra}" extra')

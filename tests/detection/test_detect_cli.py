@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import require_extra
+
+require_extra("detection")
 from ecanet.cli import main
 from tests.helpers import make_coco
 

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from tests.helpers import require_extra
+
+require_extra("detection")
 from ecanet import create_model, save_weights
 from ecanet.detection import create_detector
 

@@ -5,6 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import require_extra
+
+require_extra("detection")
 from ecanet.detection.data import CocoDetection, convert_masks
 from ecanet.detection.evaluate import coco_evaluate
 from ecanet.errors import DataError

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ecanet import CBAM, ECA, SE, create_attention, eca_kernel_size
+from tests.helpers import require_extra
 
 
 def paper_kernel_size(c: int, gamma: float = 2, b: float = 1) -> int:
@@ -193,7 +194,9 @@ def test_cbam_equals_its_papers_formula_written_out():
 def test_eca_equals_timms_modules_with_copied_weights(k, circular):
     """An independent implementation: timm's EcaModule / CecaModule (k given, so timm's clamp of the
     adaptive size does not enter), same kernel, fp64, values and input gradients."""
-    layers = pytest.importorskip("timm.layers")
+    require_extra("timm")
+    import timm.layers as layers
+
     torch.manual_seed(k)
     reference = (layers.CecaModule if circular else layers.EcaModule)(kernel_size=k).double()
     ours = ECA(24, k, padding="circular" if circular else "zeros").double()

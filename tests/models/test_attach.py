@@ -1,11 +1,11 @@
 import copy
 
 import pytest
-import timm
 import torch
 import torchvision
 
 from ecanet import ECA, attach_eca, create_model
+from tests.helpers import require_extra
 
 
 def n_params(model):
@@ -73,6 +73,8 @@ def assert_eca_reads_the_last_norm(model: torch.nn.Module, pairs: dict) -> None:
 
 
 def test_mobilenet_v3_resnext_wide_and_timm_get_eca_after_each_blocks_last_norm():
+    require_extra("timm")
+    import timm
     from torchvision.models.mobilenetv3 import InvertedResidual as V3Block
     from torchvision.models.resnet import Bottleneck
 

@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecanet import create_model
+from tests.helpers import require_extra
 
-pytest.importorskip("torch_pruning")
-from ecanet.pruning import prune, refit  # noqa: E402
+require_extra("prune")
+from ecanet.pruning import prune, refit
 
 
 def test_refit_solves_the_least_squares_problem_by_hand():

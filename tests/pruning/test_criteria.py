@@ -4,12 +4,15 @@ import pytest
 import torch
 
 from ecanet import create_model
+from tests.helpers import require_extra
 
-tp = pytest.importorskip("torch_pruning")
-from ecanet.pruning import create_criterion, prune  # noqa: E402
-from ecanet.pruning.calibration import as_batches  # noqa: E402
-from ecanet.pruning.graph import custom_pruners, traceable  # noqa: E402
-from ecanet.pruning.importance import redundancy_scores  # noqa: E402
+require_extra("prune")
+import torch_pruning as tp
+
+from ecanet.pruning import create_criterion, prune
+from ecanet.pruning.calibration import as_batches
+from ecanet.pruning.graph import custom_pruners, traceable
+from ecanet.pruning.importance import redundancy_scores
 
 PLANTED = 5
 

@@ -8,9 +8,10 @@ from ecanet import create_model, load_checkpoint, save_weights
 from ecanet.layers import ECA
 from ecanet.layers.fused import plain_formulation
 from ecanet.models.widths import layer_widths
+from tests.helpers import require_extra
 
-pytest.importorskip("torch_pruning")
-from ecanet.pruning import prune  # noqa: E402
+require_extra("prune")
+from ecanet.pruning import prune
 
 CASES = [
     ("resnet20", 32),

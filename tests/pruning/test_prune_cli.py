@@ -12,9 +12,9 @@ import torch
 from ecanet import complexity, load_checkpoint
 from ecanet.cli import main
 from ecanet.models.widths import layer_widths
-from tests.helpers import COLORS, make_image_folder
+from tests.helpers import COLORS, make_image_folder, require_extra
 
-pytest.importorskip("torch_pruning")
+require_extra("prune")
 
 COMMON = ["--image-size", "16", "--batch-size", "8", "--workers", "0"]
 
@@ -76,7 +76,9 @@ def test_pruned_file_serves_train_export_bench_and_info(pruned_run, image_data, 
     assert main([*argv, *COMMON, "--epochs", "1", "--output", str(out), "--compare"]) == 0
     assert layer_widths(load_checkpoint(out / "final.safetensors")) == layer_widths(model)
 
-    ort = pytest.importorskip("onnxruntime")
+    require_extra("export")
+    import onnxruntime as ort
+
     onnx_file = tmp_path / "pruned.onnx"
     argv = [
         "export",

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -5,6 +6,7 @@ from PIL import Image
 
 from ecanet.bench import _paired_ratio, build
 from ecanet.cli import main
+from ecanet.errors import MissingExtraError
 
 KEYS = {
     "model",
@@ -70,7 +72,11 @@ def test_ratio_is_median_of_paired_ratios():
 def test_bench_specs():
     assert not build("eca_resnet20:plain").layer1[0].fused
     assert build("eca_resnet20").layer1[0].fused
-    assert type(build("timm:eca_resnet50")).__module__.startswith("timm")
+    if importlib.util.find_spec("timm") is not None:  # the "timm" extra
+        assert type(build("timm:eca_resnet50")).__module__.startswith("timm")
+    else:
+        with pytest.raises(MissingExtraError, match='needs the "timm" extra'):
+            build("timm:eca_resnet50")
     with pytest.raises(ValueError, match="unknown model variant 'eca_resnet20:fast'"):
         build("eca_resnet20:fast")
 

@@ -12,7 +12,7 @@ from ecanet import create_model, load_checkpoint, save_weights
 from ecanet.cli import main
 from ecanet.config import resolve
 from ecanet.fit import scaled_lr
-from tests.helpers import COLORS, make_image_folder
+from tests.helpers import COLORS, make_image_folder, require_extra
 
 pytestmark = pytest.mark.slow
 TINY = ["--image-size", "16", "--batch-size", "8", "--workers", "0"]
@@ -111,6 +111,7 @@ def test_eval_with_model_num_classes_and_val_dir(trained_run, image_data, capsys
 
 
 def test_bench_reference_dtype_channels_last_and_compile(tmp_path, monkeypatch, capsys):
+    require_extra("timm")
     bench = importlib.import_module("ecanet.bench")
     seen = {}
     build = bench.build
@@ -161,7 +162,7 @@ def test_viz_attention_for_se_and_cbam_models(image_data, tmp_path):
 
 
 def test_export_model_flag_and_tolerance(tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
+    require_extra("export")
     torch.manual_seed(0)
     weights = save_weights(create_model("eca_resnet20", num_classes=3), tmp_path / "w.safetensors")
     base = ["export", "--weights", str(weights), "--model", "eca_resnet20", "--format", "onnx", "--image-size", "16"]
@@ -173,7 +174,7 @@ def test_export_model_flag_and_tolerance(tmp_path, capsys):
 
 
 def test_detect_retinanet_backbone_weights_and_resume(tmp_path):
-    pytest.importorskip("pycocotools")
+    require_extra("detection")
     from tests.helpers import make_coco
 
     images, ann = make_coco(tmp_path / "coco")

@@ -1,12 +1,12 @@
 import warnings
 
-import onnx
 import pytest
 import torch
 
 from ecanet import create_model, save_weights
 from ecanet.cli import main
 from ecanet.export import ExportError, export_model
+from tests.helpers import require_extra
 
 
 def calibrated(name):
@@ -25,6 +25,8 @@ def calibrated(name):
 @pytest.mark.parametrize("name", ["resnet18", "eca_resnet18", "eca_mobilenet_v2"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_parity(name, fmt, tmp_path):
+    if fmt == "onnx":
+        require_extra("export")
     model = calibrated(name)
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 64)).abs().max() > 1e-2  # a check on real signal
@@ -33,6 +35,8 @@ def test_export_parity(name, fmt, tmp_path):
         result = export_model(model, tmp_path / f"m.{fmt}", fmt, image_size=64)
     assert result["max_abs_diff"] <= 1e-4
     if fmt == "onnx":
+        import onnx
+
         graph = onnx.load(str(tmp_path / "m.onnx")).graph
         assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic (dynamic) batch axis
 
@@ -56,6 +60,8 @@ def test_export_cli_from_weights(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_exported_program_and_dynamic_size_onnx_match_pytorch_at_two_sizes(tmp_path):
+    require_extra("export")
+    import onnx
     import onnxruntime
 
     model = calibrated("eca_resnet18")

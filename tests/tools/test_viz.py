@@ -7,6 +7,7 @@ from PIL import Image
 from ecanet import create_model, save_weights
 from ecanet.cli import main
 from ecanet.viz import channel_attention, grad_cam, load_images
+from tests.helpers import require_extra
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_grad_cam_equals_the_cam_computed_by_hand():
     """Grad-CAM (Selvaraju et al.): channel weights = spatial mean of d score / d activation; map =
     ReLU(sum of weighted activations), scaled to [0, 1]. At layer1 of a CIFAR ResNet the map has the image's
     size, so no resizing enters."""
-    pytest.importorskip("pytorch_grad_cam")
+    require_extra("viz")
     torch.manual_seed(0)
     model = create_model("eca_resnet20", num_classes=3).eval()
     x = torch.randn(2, 3, 16, 16)
@@ -106,6 +107,7 @@ def test_viz_attention_cli_writes_pngs_of_expected_size(trained, image_data, tmp
 
 
 def test_grad_cam_has_image_size_and_depends_on_class(trained, image_data, tmp_path):
+    require_extra("viz")
     from ecanet import load_checkpoint
 
     model = load_checkpoint(trained)
