@@ -148,5 +148,6 @@ def test_viz_errors(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(img)
     assert main(["viz", "attention", str(img), "--weights", str(weights), "--output", str(tmp_path / "o")]) == 2
     assert "has no ECA, SE or CBAM layer" in capsys.readouterr().err
+    require_extra("viz")  # the rest explains with Grad-CAM
     assert main(["viz", "cam", str(img), "--weights", str(weights), "--layer", "layer9"]) == 2
     assert "--layer: no module 'layer9'" in capsys.readouterr().err
