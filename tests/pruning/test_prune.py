@@ -13,18 +13,17 @@ from tests.helpers import require_extra
 require_extra("prune")
 from ecanet.pruning import prune
 
-CASES = [
+ATTENTIONS = (None, "se", "cbam", "eca", "ceca", "eca_ns")
+FAMILIES = (
     ("resnet20", 32),
-    ("se_resnet20", 32),
-    ("cbam_resnet20", 32),
-    ("eca_resnet20", 32),
-    ("ceca_resnet20", 32),
-    ("eca_ns_resnet20", 32),
-    ("eca_resnet18", 64),
-    ("se_resnet18", 64),
-    ("eca_resnet50", 64),
-    ("eca_mobilenet_v2", 64),
-    ("cbam_mobilenet_v2", 64),
+    ("resnet18", 64),
+    ("resnet50", 64),
+    ("mobilenet_v2", 64),
+)  # CIFAR, basic, bottleneck, MBv2
+CASES = [
+    pytest.param(arch if attn is None else f"{attn}_{arch}", size, marks=() if arch == "resnet20" else pytest.mark.slow)
+    for arch, size in FAMILIES
+    for attn in ATTENTIONS
 ]
 
 
