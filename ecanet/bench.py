@@ -128,7 +128,7 @@ def train_peak_memory_mb(spec: str, cfg: BenchConfig) -> float:
         torch.set_num_threads(cfg.threads)
     runner = Runner(spec, cfg)
     runner.train()  # warm-up: optimizer state, allocator caches, compiled graphs
-    if cfg.device.startswith("cuda"):
+    if cfg.device.startswith("cuda"):  # CUDA only
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         runner.train()

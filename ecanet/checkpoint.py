@@ -39,7 +39,7 @@ def rng_state() -> dict:
         "python_gauss": py_gauss,
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # CUDA only
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -49,7 +49,7 @@ def set_rng_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available():  # CUDA only
         torch.cuda.set_rng_state_all(state["cuda"])
 
 

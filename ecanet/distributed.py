@@ -32,7 +32,7 @@ def init_distributed(device: str | None = None) -> Dist:
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return Dist(device=torch.device(device or ("cuda" if want_cuda else "cpu")))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    if want_cuda:
+    if want_cuda:  # CUDA only
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:

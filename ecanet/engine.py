@@ -68,7 +68,7 @@ def train_one_epoch(
             _accumulate(totals, counts)
             continue
         optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
+        if precision.scaler is not None:  # CUDA only (fp16 gradient scaling)
             precision.scaler.scale(loss).backward()
             precision.scaler.step(optimizer)
             precision.scaler.update()

@@ -135,7 +135,7 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        if precision.scaler is not None and ckpt.get("scaler"):
+        if precision.scaler is not None and ckpt.get("scaler"):  # CUDA only
             precision.scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
