@@ -106,7 +106,10 @@ def test_eca_low_precision_matches_fp32(dtype):
     expected = eca(x)
     got = eca.to(dtype)(x.to(dtype))
     assert got.dtype == dtype
-    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+    # Values of order 1, each a product of a rounded input and a rounded gate: a few units of the dtype's
+    # rounding (measured over 20 seeds: at most 1.6 eps for fp16, 2.2 eps for bf16).
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(got.float(), expected, atol=3 * eps, rtol=eps)
 
 
 def test_eca_channels_last_keeps_layout_and_values():
