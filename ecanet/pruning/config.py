@@ -3,7 +3,7 @@ Importing it needs no pruning library, so the command line builds on a base inst
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ..config import TrainConfig, option
 
@@ -38,7 +38,3 @@ class PruneConfig(TrainConfig):
 
 # Training fields that prune sets itself (the fine-tuning run's epochs, start weights and kernel sizes).
 NOT_FLAGS = {"epochs", "pretrained", "eca_k", "recipe"}
-
-
-def training_fields() -> set[str]:
-    return {f.name for f in fields(TrainConfig)}

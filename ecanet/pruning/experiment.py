@@ -16,14 +16,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..checkpoint import atomic_write
 from ..classification import build_datasets, evaluate, train
 from ..classification.data import collate_skipping
-from ..config import TrainConfig
+from ..config import TrainConfig, field_names
 from ..errors import DataError
 from ..table import render_table
 from ..timing import interleaved
 from ..weights import load_checkpoint, save_weights
 from .calibration import as_batches
 from .compensate import compensate
-from .config import PruneConfig, training_fields
+from .config import PruneConfig
 from .graph import torch_pruning
 from .prune import check_target, prune
 
@@ -138,12 +138,9 @@ def _prune_one(
 
 def _finetune(cfg: PruneConfig, weights: Path, output: Path, pruned: nn.Module) -> float:
     """Fine-tune the pruned weights with the training engine; the final validation top-1."""
-    values = {k: v for k, v in asdict(cfg).items() if k in training_fields()}
-    eca_k = pruned.config.get("eca_k") or "released"
-    tcfg = TrainConfig(
-        **values | {"pretrained": str(weights), "epochs": cfg.finetune_epochs, "output": str(output), "compare": []}
-    )
-    tcfg.eca_k = eca_k
+    values = {k: v for k, v in asdict(cfg).items() if k in field_names(TrainConfig)}
+    extra = {"pretrained": str(weights), "epochs": cfg.finetune_epochs, "output": str(output), "compare": []}
+    tcfg = TrainConfig(**values | extra | {"eca_k": pruned.config.get("eca_k") or "released"})
     return train(tcfg)["final_top1"]
 
 

@@ -191,3 +191,20 @@ def test_models_the_pruner_cannot_handle_are_refused_in_one_line():
         prune(model, [], "l1", ratio=0.5)
     with pytest.raises(ValueError, match=r"scope \(--scope\) must be one of"):
         prune(model, [x], "l1", ratio=0.5, scope="local")
+
+
+def test_bad_widths_and_calibration_size_are_one_line_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    from ecanet.pruning.experiment import calibration_batches
+
+    model = create_model("resnet20")
+    meta = {"format": "pt", "ecanet.model": '"resnet20"', "ecanet.widths": '{"layer9.conv1": [3, 3]}'}
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    with pytest.raises(
+        ValueError, match=r"w\.safetensors: its recorded layer widths do not fit resnet20: .*'layer9\.conv1'"
+    ):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match="--calibration-images must be at least 1, got 0"):
+        calibration_batches([], 0, 8, 0)
