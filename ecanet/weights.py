@@ -22,6 +22,7 @@ from .checkpoint import atomic_write, is_training_checkpoint
 from .errors import CheckpointError
 from .layers import ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
+from .models.input_channels import adapt_state
 from .models.registry import find_arch, stage_eca_modules
 from .models.widths import apply_widths
 
@@ -210,6 +211,7 @@ def load_state(
     unknown = sorted(set(fresh) - set(FRESH_PARTS))
     if unknown:
         raise ValueError(f"fresh: unknown parts {unknown}; choose from {FRESH_PARTS}")
+    state = adapt_state(model, state, source)  # RGB weights into a model of other input channels
     own = model.state_dict()
     head = _head_keys(model) if "head" in fresh else set()
     attention = _attention_keys(model) if "attention" in fresh else set()
@@ -268,7 +270,13 @@ def _zoo_model_for(state: Mapping[str, Tensor], meta: dict, source: str, name: s
         )
     name = name or inferred
     eca_k = meta.get("eca_k") or _kernel_sizes(name, state) or "released"
-    model = create_model(name, num_classes=file_classes or num_classes, eca_k=eca_k)
+    model = create_model(
+        name,
+        num_classes=file_classes or num_classes,
+        eca_k=eca_k,
+        output_stride=meta.get("output_stride", 32),
+        in_chans=meta.get("in_chans", 3),
+    )
     return with_file_widths(model, meta, source)
 
 

@@ -83,12 +83,16 @@ class MobileNetV2(tv.MobileNetV2):
         for _, _, n, _ in SETTING:
             starts.append(starts[-1] + n)
         self._stage_starts = starts[:-1]
+        # The last block before every stride-2 row, and the last block: the levels at reductions 2..32.
+        self._level_ends = [starts[r] - 1 for r, (_, _, _, s) in enumerate(SETTING) if s == 2] + [starts[-1] - 1]
         # Ends of the stride-4/8/16/32 stages (after the blocks of 24, 32, 96 and 320 channels, then the
         # final 1x1 conv), the maps an FPN would use.
         self._stage_ends = [starts[2] - 1, starts[3] - 1, starts[5] - 1, len(self.features) - 1]
         self.feature_channels = [self.features[i].out_channels for i in self._stage_ends[:-1]]
         self.feature_channels.append(self.last_channel)
         self.num_features = self.last_channel
+        self.stem_stride = 2
+        self.output_stride = 32  # ecanet.models.dilation changes it
         set_fused(self, fused)
 
     def sync_widths(self) -> None:
@@ -102,6 +106,24 @@ class MobileNetV2(tv.MobileNetV2):
         """The inverted residuals of every row of the setting (Table 2 of the MobileNetV2 paper)."""
         ends = [*self._stage_starts[1:], self._stage_starts[-1] + SETTING[-1][2]]
         return [self.features[a:b] for a, b in zip(self._stage_starts, ends)]
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.features[1:-1])
+
+    first_conv = "features.0.0"
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """The output of the last block at every reduction 2..32 (channels, reduction, module), as timm's
+        MobileNetV2 reports them (the final 1x1 convolution is the classifier's, not a level)."""
+        return [
+            dict(
+                num_chs=self.features[i].out_channels,
+                reduction=min(2 ** (n + 1), self.output_stride),
+                module=f"features.{i}",
+            )
+            for n, i in enumerate(self._level_ends)
+        ]
 
     def freeze_stages(self, n: int, stem: bool = True) -> None:
         """Fix the parameters of the stem (``features.0``) and of the first ``n`` stages."""

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..layers import ATTENTIONS, ECA_ATTENTIONS
+from .dilation import set_output_stride
+from .features import FeatureNet
+from .input_channels import set_in_chans
 from .mobilenetv2 import SETTING, MobileNetV2
 from .resnet import BasicBlock, Bottleneck, ResNet
 
@@ -155,7 +158,14 @@ def resolve_kernel_sizes(name: str, eca_k: str | Sequence[int] = "released") -> 
 
 
 def create_model(
-    name: str, num_classes: int | None = None, eca_k: str | Sequence[int] = "released", **kwargs
+    name: str,
+    num_classes: int | None = None,
+    eca_k: str | Sequence[int] = "released",
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    output_stride: int = 32,
+    in_chans: int = 3,
+    **kwargs,
 ) -> nn.Module:
     """Build zoo model ``name``.
 
@@ -163,6 +173,10 @@ def create_model(
         num_classes: head size; None gives 1000 for ImageNet models and 10 for CIFAR ones.
         eca_k: ECA kernel size per stage: "released" (the authors' ImageNet models, default),
             "adaptive" (the paper's Eq. 9 per block from its channel count) or a list with one int per stage.
+        features_only: return a ``FeatureNet``: the maps of the levels ``out_indices`` (default all: the
+            stem and every stage) as a list, with ``feature_info`` (timm's convention), no head.
+        output_stride: 32, or 16 / 8 with the last strides turned into dilations (dense prediction).
+        in_chans: input channels; RGB weights loaded later are adapted (``adapt_input_conv``).
         kwargs: passed to the architecture (e.g. ``zero_init_residual`` for ResNets, ``width_mult``).
     """
     attn, arch = parse_model_name(name)
@@ -170,6 +184,16 @@ def create_model(
     num_classes = spec.num_classes if num_classes is None else num_classes
     model = spec.build(num_classes=num_classes, attn=attn, kernel_sizes=resolve_kernel_sizes(name, eca_k), **kwargs)
     model.config = {"model": name, "num_classes": num_classes, "eca_k": stage_kernel_sizes(model)}
+    if output_stride != 32:
+        set_output_stride(model, output_stride)
+        model.config["output_stride"] = output_stride
+    if in_chans != 3:
+        set_in_chans(model, in_chans)
+        model.config["in_chans"] = in_chans
+    if features_only:
+        return FeatureNet(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices is for features_only=True")
     return model
 
 

@@ -184,6 +184,8 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
+        self.stem_stride = 4 if stem == "imagenet" else 1
+        self.output_stride = 32  # ecanet.models.dilation changes it
         self.num_stages = len(layers)
         for i, (n, width, k) in enumerate(zip(layers, widths, kernel_sizes, strict=True)):
             stage = self._make_layer(block, width, n, 1 if i == 0 else 2, attn, k)
@@ -233,6 +235,20 @@ class ResNet(nn.Module):
 
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def blocks(self) -> list[nn.Module]:
+        return [block for stage in self.stages() for block in stage]
+
+    first_conv = "conv1"
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """The stem's and every stage's output (channels, reduction, module), timm's convention."""
+        info = [dict(num_chs=self.bn1.num_features, reduction=max(self.stem_stride // 2, 1), module="relu")]
+        for i, stage in enumerate(self.stages()):
+            reduction = min(self.stem_stride * 2**i, self.output_stride)
+            info.append(dict(num_chs=stage[-1].out_norm.num_features, reduction=reduction, module=f"layer{i + 1}"))
+        return info
 
     def freeze_stages(self, n: int, stem: bool = True) -> None:
         """Fix the parameters of the stem (``conv1``, ``bn1``) and of the first ``n`` stages."""
