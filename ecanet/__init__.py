@@ -1,5 +1,5 @@
 """ecanet: ECA-Net (Wang et al., CVPR 2020) for PyTorch - attention layers, the paper's backbones,
-weights interop, complexity, training and evaluation, channel pruning."""
+weights interop, complexity, training and evaluation, channel pruning, segmentation backbones."""
 
 from .attach import AttachReport, attach_eca
 from .classification import evaluate, train
@@ -8,6 +8,8 @@ from .config import TrainConfig, resolve
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
 from .models import create_model, list_models
 from .pruning import PruneReport, prune
+from .segmentation import create_segmenter, load_segmenter
+from .timm_models import register_timm
 from .weights import (
     CheckpointError,
     LoadReport,
@@ -37,6 +39,9 @@ __all__ = [
     "load_checkpoint",
     "prune",
     "read_weights",
+    "register_timm",
+    "create_segmenter",
+    "load_segmenter",
     "save_weights",
     "TrainConfig",
     "evaluate",

@@ -51,6 +51,15 @@ def all_reduce_sum(values: list[float], proc: Dist) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_tensor(t: torch.Tensor, proc: Dist) -> torch.Tensor:
+    """The sum of ``t`` (e.g. a confusion matrix) over all processes, exact for integer counts."""
+    if not proc.enabled:
+        return t
+    t = t.to(proc.device, torch.float64 if t.is_floating_point() else torch.int64)
+    dist.all_reduce(t)
+    return t
+
+
 def barrier(proc: Dist) -> None:
     if proc.enabled:
         dist.barrier()

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .distributed import Dist, all_reduce_sum
+from .distributed import Dist, all_reduce_sum, all_reduce_tensor
 from .errors import TrainingError
 
 
@@ -111,10 +111,12 @@ def _accumulate(totals: dict, counts: dict, **extra) -> None:
         totals[key] = totals.get(key, 0) + value
 
 
-def _reduce(totals: dict, proc: Dist, seconds: float) -> dict[str, float]:
-    keys = sorted(totals)
+def _reduce(totals: dict, proc: Dist, seconds: float) -> dict:
+    """Sums over all processes: scalars as floats, counts that are arrays (a confusion matrix) as tensors."""
+    arrays = {k for k, v in totals.items() if isinstance(v, Tensor) and v.ndim > 0}
+    keys = sorted(set(totals) - arrays)
     values = all_reduce_sum([float(totals[k]) for k in keys], proc)
-    out = dict(zip(keys, values))
+    out: dict = dict(zip(keys, values)) | {k: all_reduce_tensor(totals[k], proc) for k in sorted(arrays)}
     out.setdefault("n", 0.0)
     out.setdefault("loss_sum", 0.0)
     out["seconds"] = seconds

@@ -35,6 +35,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorboard": ("tensorboard",),
     "timm": ("timm",),
     "prune": ("torch_pruning",),
+    "segmentation": ("segmentation_models_pytorch",),
 }
 
 USER_ERRORS = (ValueError, OSError, TrainingError, ExportError, MissingExtraError)  # OSError: unreadable files

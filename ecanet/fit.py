@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .checkpoint import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from .config import LoopConfig, save_config
@@ -69,6 +69,13 @@ def train_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callabl
     )
 
 
+def eval_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callable) -> DataLoader:
+    """This process's evaluation shard, without padding (DistributedSampler would repeat samples to even
+    out the shards, and they would count twice)."""
+    shard = Subset(dataset, range(proc.rank, len(dataset), proc.world_size))
+    return DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, **loader_options(cfg, proc, collate))
+
+
 def loader_options(cfg: LoopConfig, proc: Dist, collate: Callable) -> dict:
     """DataLoader settings shared by training and evaluation loaders."""
     return dict(
@@ -86,7 +93,7 @@ def scaled_lr(cfg: LoopConfig, world_size: int) -> float:
 
 def lr_lambda(cfg: LoopConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the base lr at iteration i: linear warmup, then the schedule by (fractional) epoch."""
-    if cfg.schedule not in ("step", "multistep", "exponential", "cosine", "constant"):
+    if cfg.schedule not in ("step", "multistep", "exponential", "cosine", "poly", "constant"):
         raise ValueError(f"--schedule: unknown schedule {cfg.schedule!r}")
 
     def factor(i: int) -> float:
@@ -102,6 +109,9 @@ def lr_lambda(cfg: LoopConfig, steps_per_epoch: int) -> Callable[[int], float]:
         if cfg.schedule == "cosine":
             span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
             return 0.5 * (1 + math.cos(math.pi * min((epoch - cfg.warmup_epochs) / span, 1.0)))
+        if cfg.schedule == "poly":  # the segmentation reference's decay, (1 - progress) ** 0.9
+            span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+            return (1 - min((epoch - cfg.warmup_epochs) / span, 1.0)) ** 0.9
         return 1.0
 
     return factor

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from PIL import Image
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what the folder readers list
+
 
 def load_rgb(path: str) -> Image.Image:
     """Open any PIL-readable image as RGB: grayscale, CMYK, palette (with transparency) and 16-bit included.

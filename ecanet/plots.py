@@ -15,6 +15,11 @@ DETECTION_PANELS: list[Panel] = [
     ("COCO AP", "AP (%)", [("bbox_AP", "box AP"), ("bbox_AP50", "box AP50"), ("segm_AP", "mask AP")]),
 ]
 
+SEGMENTATION_PANELS: list[Panel] = [
+    ("loss", "loss", [("train_loss", "train"), ("val_loss", "val")]),
+    ("segmentation", "score (%)", [("val_mIoU", "mIoU"), ("val_mDice", "mDice"), ("val_pixel_acc", "pixel acc")]),
+]
+
 
 def plot_panels(records: list[dict], path: Path, panels: list[Panel]) -> Path:
     """One panel per quantity against the epoch; lines whose key no record has are left out."""
@@ -46,3 +51,8 @@ def plot_curves(records: list[dict], path: Path) -> Path:
 def plot_detection_curves(records: list[dict], path: Path) -> Path:
     """OUT/curves.png of a detection run: training loss and COCO AP of boxes (and masks)."""
     return plot_panels(records, path, DETECTION_PANELS)
+
+
+def plot_segmentation_curves(records: list[dict], path: Path) -> Path:
+    """OUT/curves.png of a segmentation run: losses, and mIoU, mDice and pixel accuracy."""
+    return plot_panels(records, path, SEGMENTATION_PANELS)

@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..complexity import complexity
 from ..config import TrainConfig
 from ..distributed import Dist, cleanup, init_distributed
 from ..engine import Precision, evaluate_loop
 from ..errors import DataError
-from ..fit import Task, fit, loader_options, scaled_lr, train_loader
+from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
 from ..models import create_model, freeze_batchnorm, parse_model_name
 from ..plots import plot_curves
 from ..table import render_table
@@ -71,12 +71,6 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
     return train, val, train_dir
 
 
-def _val_loader(cfg: TrainConfig, val: Dataset, proc: Dist) -> DataLoader:
-    """Evaluation shards without padding (DistributedSampler would repeat samples to even out the shards)."""
-    shard = Subset(val, range(proc.rank, len(val), proc.world_size))
-    return DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, **loader_options(cfg, proc, collate_skipping))
-
-
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
     if cfg.pretrained:
@@ -123,7 +117,7 @@ def _train(cfg: TrainConfig, proc: Dist) -> dict:
         raise ValueError("--sync-bn needs CUDA devices: torch's SyncBatchNorm runs on GPUs only")
     if cfg.sync_bn and proc.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    val_loader = _val_loader(cfg, val_set, proc)
+    val_loader = eval_loader(val_set, cfg, proc, collate_skipping)
     step = ClassificationStep(proc.device, cfg.channels_last, cfg.label_smoothing)
 
     def validate(eval_model: nn.Module, precision: Precision) -> tuple[dict, float]:

@@ -17,13 +17,12 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..config import read_json
 from ..errors import DataError, require
-from ..images import load_rgb
+from ..images import IMAGE_SUFFIXES, load_rgb
 
 mask_utils = require("pycocotools.mask", "detection")
 COCO = require("pycocotools.coco", "detection").COCO
 
 log = logging.getLogger("ecanet")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def load_coco(annotations: str | Path):
