@@ -65,3 +65,28 @@ def require_extra(extra: str) -> None:
     install runs everything else; CI installs every extra and fails on such a skip."""
     for module in EXTRAS[extra]:
         pytest.importorskip(module, reason=f'needs the "{extra}" extra')
+
+
+def make_segmentation_data(
+    root: Path, n: int = 8, size: tuple[int, int] = (48, 64), seed: int = 0
+) -> tuple[Path, Path]:
+    """Images of a red and a blue rectangle (classes 1 and 2) on a dark background (0), their palette-PNG
+    masks (VOC's format) with the top row set to the ignore index 255; returns (images, masks)."""
+    rng = np.random.default_rng(seed)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    h, w = size
+    for i in range(n):
+        img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        for cls, colour in ((1, (230, 40, 40)), (2, (40, 40, 230))):
+            y, x = int(rng.integers(0, h - h // 3)), int(rng.integers(0, w - w // 3))
+            img[y : y + h // 3, x : x + w // 3] = colour
+            mask[y : y + h // 3, x : x + w // 3] = cls
+        mask[0] = 255
+        Image.fromarray(img).save(images / f"{i}.png")
+        m = Image.fromarray(mask)
+        m.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+        m.save(masks / f"{i}.png")
+    return images, masks

@@ -174,16 +174,14 @@ class ResNet(nn.Module):
         if len(kernel_sizes) != len(layers):
             raise ValueError(f"ResNet: {len(layers)} stages but {len(kernel_sizes)} kernel sizes")
         self.inplanes = widths[0]
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
-        elif stem == "cifar":
-            self.conv1 = conv3x3(3, self.inplanes)
-            self.maxpool = nn.Identity()
-        else:
+        if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
+        # Registered in the order they run: feature extractors run the children in order.
+        imagenet = stem == "imagenet"
+        self.conv1 = nn.Conv2d(3, self.inplanes, 7, 2, 3, bias=False) if imagenet else conv3x3(3, self.inplanes)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else nn.Identity()
         self.stem_stride = 4 if stem == "imagenet" else 1
         self.output_stride = 32  # ecanet.models.dilation changes it
         self.num_stages = len(layers)

@@ -16,11 +16,12 @@ from ..distributed import Dist, cleanup, init_distributed
 from ..engine import Precision, evaluate_loop
 from ..errors import DataError, require
 from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
+from ..models import parse_model_name
 from ..plots import plot_segmentation_curves
 from .config import SegmentConfig
 from .data import SegmentationData, check_masks, eval_transform, folder_pairs, train_transform, voc_pairs
 from .metrics import confusion_matrix, segmentation_scores
-from .models import KINDS, create_segmenter
+from .models import KINDS, SMP_KINDS, create_segmenter
 
 LOSSES = ("ce", "dice", "ce+dice")
 AUX_WEIGHT = 0.5  # the reference's weight of the auxiliary head's loss
@@ -111,7 +112,10 @@ def train_segmenter(cfg: SegmentConfig) -> dict:
 def _train(cfg: SegmentConfig, proc: Dist) -> dict:
     if cfg.model not in KINDS:
         raise ValueError(f"--model: unknown segmenter {cfg.model!r}; choose one of {KINDS}")
-    loss = build_loss(cfg.loss, cfg.ignore_index)  # a missing extra is said before any data is read
+    parse_model_name(cfg.backbone)  # an unknown backbone fails before any data is read, as a missing extra
+    if cfg.model in SMP_KINDS:
+        require("segmentation_models_pytorch", "segmentation")
+    loss = build_loss(cfg.loss, cfg.ignore_index)
     train_pairs, val_pairs, where = data_pairs(cfg)
     default = 21 if cfg.voc else 2 if cfg.masks_as == "foreground" else None
     num_classes = check_masks(train_pairs, cfg.masks_as, cfg.ignore_index, cfg.num_classes or default)
