@@ -46,6 +46,7 @@ def main() -> None:
                 f"{cost['params'] / 1e6:.3f}",
                 f"{cost['attention_params']}",
                 f"{cost['macs'] / 1e9:.2f}",
+                f"{(cost['attention_macs'] + cost['attention_extra_ops']) / 1e6:.2f}",
                 f"{ips[(kind, backbone)]:.3f}",
                 f"{ips[(kind, backbone)] / ips[(kind, args.backbones[0])]:.3f}",
             ]
@@ -54,7 +55,8 @@ def main() -> None:
     print(
         f"{args.size}x{args.size}, batch 1, eval, fp32, {args.num_classes} classes, {args.repeats} interleaved repeats"
     )
-    header = ["segmenter", "backbone", "output stride", "params (M)", "attention params", "GMACs", "img/s", "x"]
+    header = ["segmenter", "backbone", "output stride", "params (M)", "attention params", "GMACs"]
+    header += ["attention MMACs+ops", "img/s", "x"]
     print(render_table(header, body))
 
 
