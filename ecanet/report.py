@@ -1,4 +1,4 @@
-"""``ecanet report OUT``: a training output folder, classification or detection, as one self-contained HTML
+"""``ecanet report OUT``: a training output folder (classification, detection or segmentation) as one self-contained HTML
 page (figures inlined): summary, curves, per-epoch metrics, complexity, the channel-attention figure
 (classification) and the config."""
 
@@ -15,7 +15,8 @@ import torch
 from .classification import build_datasets
 from .config import TrainConfig, check_fields, merge, read_json
 from .detection.config import DetectConfig
-from .plots import plot_curves, plot_detection_curves
+from .plots import plot_curves, plot_detection_curves, plot_segmentation_curves
+from .segmentation.config import SegmentConfig
 from .viz import channel_attention, plot_strips
 from .weights import load_checkpoint
 
@@ -64,26 +65,33 @@ def _columns(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(k for r in records for k in r))
 
 
+def _task(values: object) -> tuple[type, object, str | None]:
+    """(config class, curves plot, what the backbone serves) of a run from its saved config's keys."""
+    if isinstance(values, dict) and "annotations" in values:
+        return DetectConfig, plot_detection_curves, "detector"
+    if isinstance(values, dict) and "masks_as" in values:
+        return SegmentConfig, plot_segmentation_curves, "segmenter"
+    return TrainConfig, plot_curves, None
+
+
 def build_report(run_dir: str | Path) -> Path:
-    """Write RUN/report.html for a classification or detection output folder and return its path."""
+    """Write RUN/report.html for a classification, detection or segmentation output folder; returns its path."""
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise FileNotFoundError(f"{run}: not a training output folder (no config.json)")
     values = read_json(run / "config.json", "report")
-    detection = isinstance(values, dict) and "annotations" in values
-    config_class = DetectConfig if detection else TrainConfig
+    config_class, plot, dense = _task(values)
     cfg = merge(config_class, check_fields(values, config_class, f"report: {run / 'config.json'}"))
     records = _records(run)
     summary = read_json(run / "summary.json", "report") if (run / "summary.json").is_file() else {}
-    title = f"{cfg.model} ({cfg.backbone})" if detection else cfg.model
+    title = f"{cfg.model} ({cfg.backbone})" if dense else cfg.model
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        plot = plot_detection_curves if detection else plot_curves
         curves = _png(plot(records, tmp / "curves.png")) if records else "<p>No epoch finished yet.</p>"
         attention = (
-            "<p>Channel attention is drawn for classification runs; for a detector's backbone use "
+            f"<p>Channel attention is drawn for classification runs; for a {dense}'s backbone use "
             "<code>ecanet viz attention</code>.</p>"
-            if detection
+            if dense
             else _attention_figure(run, cfg, tmp)
         )
     cost = [[k, summary[k]] for k in ("params", "macs") if k in summary]

@@ -44,6 +44,10 @@ def test_train_eval_predict(tmp_path, seg_data, capsys):
         assert (out / name).is_file(), name
     assert summary["num_classes"] == 3 and len(summary["iou"]) == 3
     assert json.loads((out / "config.json").read_text())["schedule"] == "poly"
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "deeplabv3 (eca_resnet18)" in page and "val_mIoU" in page and "for a segmenter's backbone" in page
+    capsys.readouterr()
 
     (val_images, val_masks) = seg_data[1]
     argv = ["segment", "eval", "--weights", str(out / "final.safetensors"), "--images", str(val_images)]
@@ -196,3 +200,40 @@ def test_ddp_evaluation_equals_one_process(tmp_path, seg_data):
     assert a["n"] == b["n"] == 4
     for key in ("mIoU", "mDice", "pixel_acc", "iou"):
         assert a[key] == pytest.approx(b[key], abs=1e-9), key
+
+
+@pytest.mark.slow
+def test_every_segment_flag(tmp_path, capsys):
+    """--backbone-weights (with lr 0 the backbone's convolutions stay the file's), --no-aux-loss,
+    --output-stride, --loss, --ignore-index, --config; eval on a VOC split."""
+    from ecanet import create_model, load_checkpoint, save_weights
+
+    torch.manual_seed(5)
+    save_weights(create_model("eca_resnet18"), tmp_path / "b.safetensors")
+    images, masks = make_segmentation_data(tmp_path / "d", n=4)
+    for path in masks.iterdir():  # the ignored pixels marked 7 instead of 255
+        labels = np.array(Image.open(path))
+        Image.fromarray(np.where(labels == 255, 7, labels).astype(np.uint8)).save(path)
+    out = tmp_path / "run"
+    argv = ["segment", "train", *COMMON[:-2], "--images", str(images), "--masks", str(masks), "--output", str(out)]
+    argv += ["--epochs", "1", "--base-lr", "0", "--backbone-weights", str(tmp_path / "b.safetensors")]
+    argv += ["--no-aux-loss", "--output-stride", "16", "--loss", "ce+dice", "--ignore-index", "7", "--num-classes", "3"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    model = load_segmenter(out / "final.safetensors")
+    assert model.config["aux_loss"] is False and model.aux_classifier is None and model.config["output_stride"] == 16
+    file = load_checkpoint(tmp_path / "b.safetensors").state_dict()
+    convs = {k: v for k, v in model.backbone.state_dict().items() if k.endswith("conv1.weight") or ".eca." in k}
+    assert convs and all(torch.equal(v, file[k]) for k, v in convs.items())
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["ignore_index"], saved["loss"], saved["lr"]) == (7, "ce+dice", 0.0)
+
+    again = tmp_path / "again"
+    assert main(["segment", "train", "--config", str(out / "config.json"), "--output", str(again)]) == 0
+    capsys.readouterr()
+    assert json.loads((again / "config.json").read_text()) == {**saved, "output": str(again)}
+
+    voc = _voc(tmp_path / "VOC")
+    argv = ["segment", "eval", "--weights", str(out / "final.safetensors"), "--voc", str(voc), "--split", "train"]
+    assert main([*argv, "--image-size", "48", "--batch-size", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
