@@ -188,6 +188,8 @@ def test_schedules():
     cos = lr_lambda(resolve(schedule="cosine", epochs=10, warmup_epochs=2), steps_per_epoch=10)
     assert cos(0) == pytest.approx(0.05) and cos(19) == pytest.approx(1.0) and cos(20) == pytest.approx(1.0)
     assert cos(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    poly = lr_lambda(resolve(schedule="poly", epochs=30), steps_per_epoch=10)  # the segmentation reference's
+    assert poly(0) == 1.0 and poly(150) == pytest.approx(0.5**0.9) and poly(270) == pytest.approx(0.1**0.9)
 
 
 def test_config_file_reuse(image_data, tmp_path, capsys):
