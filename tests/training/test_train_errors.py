@@ -122,7 +122,7 @@ def test_sync_bn_needs_cuda(image_data, tmp_path):
     [
         (["--eca-k", "3", "five"], "--eca-k: expected 'released', 'adaptive' or odd ints, got 3 five"),
         (["--optimizer", "lion"], "--optimizer: unknown optimizer 'lion'"),
-        (["--schedule", "poly"], "--schedule: unknown schedule 'poly'"),
+        (["--schedule", "linear"], "--schedule: unknown schedule 'linear'"),
         (["--recipe", "papr"], "--recipe: unknown recipe 'papr'"),
     ],
 )
