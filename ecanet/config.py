@@ -37,7 +37,7 @@ class LoopConfig:
     momentum: float = option(0.9, "SGD momentum")
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(5e-4, "weight decay")
-    schedule: str = option("cosine", "step | multistep | cosine | exponential | constant")
+    schedule: str = option("cosine", "step | multistep | cosine | exponential | poly | constant")
     step_size: int = option(30, "step: epochs between decays")
     milestones: list[int] = option(help="multistep: epochs at which the lr decays", factory=list)
     gamma: float = option(0.1, "step / multistep / exponential: decay factor")

@@ -18,7 +18,7 @@ class DetectConfig(LoopConfig):
     base_lr: float = option(0.02, "learning rate per base-batch images (linear scaling rule)")
     base_batch: int = option(16, "the global batch that base-lr is given for")
     weight_decay: float = option(1e-4, "weight decay")
-    schedule: str = option("multistep", "step | multistep | cosine | exponential | constant")
+    schedule: str = option("multistep", "step | multistep | cosine | exponential | poly | constant")
     milestones: list[int] = option(help="multistep: epochs at which the lr decays", factory=lambda: [8, 11])
     warmup_epochs: float = option(0.1, "linear warmup, in (fractional) epochs (0.1: about 700 COCO iterations)")
     backbone: str = option("eca_resnet50", "zoo ImageNet ResNet (default eca_resnet50)")
