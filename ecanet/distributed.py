@@ -4,6 +4,8 @@ helpers the engine needs. One process per device; gloo on CPU, NCCL on GPU."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +42,16 @@ def init_distributed(device: str | None = None) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local, dev)
+
+
+@contextmanager
+def process_group(device: str | None = None) -> Iterator[Dist]:
+    """This process's place in the torchrun group (or a single process), left cleanly however the block ends."""
+    proc = init_distributed(device)
+    try:
+        yield proc
+    finally:
+        cleanup(proc)
 
 
 def all_reduce_sum(values: list[float], proc: Dist) -> list[float]:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ..complexity import complexity
 from ..config import TrainConfig
-from ..distributed import Dist, cleanup, init_distributed
+from ..distributed import Dist, process_group
 from ..engine import Precision, evaluate_loop
 from ..errors import DataError
 from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
@@ -87,13 +87,10 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 def train(cfg: TrainConfig) -> dict:
     """Train ``cfg.model`` (and the models of ``cfg.compare`` alike) and return the run's summary, also
     written to OUT/summary.json."""
-    proc = init_distributed(cfg.device)
-    try:
+    with process_group(cfg.device) as proc:
         summary = _train(cfg, proc)
         if cfg.compare:
             summary["comparison"] = _compare(cfg, summary, proc)
-    finally:
-        cleanup(proc)
     return summary
 
 

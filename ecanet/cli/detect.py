@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..detection.config import DetectConfig
-from .flags import add_config_flags, config_values, positive_int
+from .flags import add_config_flags, file_and_flags, positive_int
 
 
 def add_parser(sub) -> None:
@@ -35,12 +35,9 @@ def add_parser(sub) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from ..config import load_config_file, merge
     from ..detection.train import train_detector
 
-    file_values = load_config_file(args.config, DetectConfig) if args.config else {}
-    cfg = merge(DetectConfig, file_values, config_values(args, DetectConfig))
-    print(json.dumps(train_detector(cfg), indent=2))
+    print(json.dumps(train_detector(file_and_flags(args, DetectConfig)), indent=2))
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ import types
 import typing
 from dataclasses import fields
 
-from ..config import LoopConfig
+from ..config import C, LoopConfig, load_config_file, merge
 
 
 def positive_int(value: str) -> int:
@@ -44,6 +44,12 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type[LoopCon
             continue
         settings = _flag_settings(hints[f.name]) | f.metadata.get("cli", {})
         parser.add_argument("--" + f.name.replace("_", "-"), default=None, help=f.metadata.get("help"), **settings)
+
+
+def file_and_flags(args: argparse.Namespace, config_class: type[C]) -> C:
+    """``config_class`` from its defaults, the ``--config`` file's values, then the flags given."""
+    file_values = load_config_file(args.config, config_class) if args.config else {}
+    return merge(config_class, file_values, config_values(args, config_class))
 
 
 def config_values(args: argparse.Namespace, config_class: type[LoopConfig]) -> dict:

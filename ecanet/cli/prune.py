@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..pruning.config import NOT_FLAGS, PruneConfig
-from .flags import add_config_flags, config_values
+from .flags import add_config_flags, file_and_flags
 
 
 def add_parser(sub) -> None:
@@ -18,11 +18,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..config import load_config_file, merge
     from ..pruning.experiment import format_rows, run_prune
 
-    file_values = load_config_file(args.config, PruneConfig) if args.config else {}
-    cfg = merge(PruneConfig, file_values, config_values(args, PruneConfig))
-    summary = run_prune(cfg)
+    summary = run_prune(file_and_flags(args, PruneConfig))
     print(format_rows(summary["rows"]))
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))

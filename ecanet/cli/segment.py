@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..segmentation.config import SegmentConfig
-from .flags import add_config_flags, config_values, positive_int
+from .flags import add_config_flags, file_and_flags, positive_int
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -40,16 +40,13 @@ def add_parser(sub) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from ..config import load_config_file, merge
     from ..segmentation.train import train_segmenter
 
-    file_values = load_config_file(args.config, SegmentConfig) if args.config else {}
-    cfg = merge(SegmentConfig, file_values, config_values(args, SegmentConfig))
-    print(json.dumps(train_segmenter(cfg), indent=2))
+    print(json.dumps(train_segmenter(file_and_flags(args, SegmentConfig)), indent=2))
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from ..distributed import cleanup, init_distributed
+    from ..distributed import process_group
     from ..segmentation.data import SegmentationData, check_masks, eval_transform, folder_pairs, voc_pairs
     from ..segmentation.models import load_segmenter
     from ..segmentation.train import evaluate_segmenter
@@ -60,11 +57,8 @@ def evaluate(args: argparse.Namespace) -> None:
     pairs = voc_pairs(args.voc, args.split) if args.voc else folder_pairs(args.images, args.masks)
     check_masks(pairs, args.masks_as, args.ignore_index, model.config["num_classes"])
     data = SegmentationData(pairs, eval_transform(args.image_size), args.masks_as)
-    proc = init_distributed(args.device)
-    try:
+    with process_group(args.device) as proc:
         metrics = evaluate_segmenter(model, data, args.batch_size, proc, ignore_index=args.ignore_index)
-    finally:
-        cleanup(proc)
     if proc.is_main:
         print(json.dumps(metrics, indent=2))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..distributed import Dist, cleanup, init_distributed
+from ..distributed import Dist, process_group
 from ..engine import Precision
 from ..fit import Task, fit, scaled_lr, train_loader
 from ..plots import plot_detection_curves
@@ -39,11 +39,8 @@ class DetectionStep:
 
 def train_detector(cfg: DetectConfig) -> dict:
     """Train a detector; returns the summary (also OUT/summary.json) with ``bbox`` (and ``segm``) metrics."""
-    proc = init_distributed(cfg.device)
-    try:
+    with process_group(cfg.device) as proc:
         return _train(cfg, proc)
-    finally:
-        cleanup(proc)
 
 
 def _train(cfg: DetectConfig, proc: Dist) -> dict:

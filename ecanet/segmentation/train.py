@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from ..distributed import Dist, cleanup, init_distributed
+from ..distributed import Dist, process_group
 from ..engine import Precision, evaluate_loop
 from ..errors import DataError, require
 from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
@@ -102,11 +102,8 @@ def data_pairs(cfg: SegmentConfig) -> tuple[list, list, str]:
 
 def train_segmenter(cfg: SegmentConfig) -> dict:
     """Train a segmenter; returns the summary (also OUT/summary.json) with the final and best mIoU."""
-    proc = init_distributed(cfg.device)
-    try:
+    with process_group(cfg.device) as proc:
         return _train(cfg, proc)
-    finally:
-        cleanup(proc)
 
 
 def _train(cfg: SegmentConfig, proc: Dist) -> dict:
