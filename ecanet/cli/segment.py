@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     _data_flags(p)
     p.add_argument("--image-size", type=positive_int, default=480)
     p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", default=None)
     p.set_defaults(func=evaluate)
     p = actions.add_parser("predict", help="write raw mask PNGs and colour overlays of images")
@@ -58,7 +59,7 @@ def evaluate(args: argparse.Namespace) -> None:
     check_masks(pairs, args.masks_as, args.ignore_index, model.config["num_classes"])
     data = SegmentationData(pairs, eval_transform(args.image_size), args.masks_as)
     with process_group(args.device) as proc:
-        metrics = evaluate_segmenter(model, data, args.batch_size, proc, ignore_index=args.ignore_index)
+        metrics = evaluate_segmenter(model, data, args.batch_size, args.workers, proc, ignore_index=args.ignore_index)
     if proc.is_main:
         print(json.dumps(metrics, indent=2))
 

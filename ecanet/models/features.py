@@ -23,18 +23,16 @@ class FeatureInfo:
         self.info = info
         self.out_indices = tuple(out_indices)
 
+    def _rows(self, idx: int | Sequence[int] | None) -> list[dict]:
+        picked = self.out_indices if idx is None else [idx] if isinstance(idx, int) else idx
+        return [self.info[i] for i in picked]
+
     def get(self, key: str, idx: int | Sequence[int] | None = None) -> list | object:
-        if idx is None:
-            return [self.info[i][key] for i in self.out_indices]
-        if isinstance(idx, Sequence):
-            return [self.info[i][key] for i in idx]
-        return self.info[idx][key]
+        values = [row[key] for row in self._rows(idx)]
+        return values[0] if isinstance(idx, int) else values
 
     def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> list | dict:
-        rows = [
-            self.info[i] for i in (self.out_indices if idx is None else idx if isinstance(idx, Sequence) else [idx])
-        ]
-        rows = [r if keys is None else {k: r[k] for k in keys} for r in rows]
+        rows = [row if keys is None else {k: row[k] for k in keys} for row in self._rows(idx)]
         return rows[0] if isinstance(idx, int) else rows
 
     def channels(self, idx: int | Sequence[int] | None = None) -> list[int] | int:

@@ -19,6 +19,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 from ..errors import CheckpointError, require
 from ..models import ARCHS, create_model, parse_model_name
 from ..models.features import FeatureNet
+from ..models.registry import Arch
 from ..weights import FRESH_PARTS, load_state, read_weights
 
 TORCHVISION_KINDS = ("deeplabv3", "fcn")
@@ -87,7 +88,9 @@ def create_segmenter(
     return model
 
 
-def _smp_segmenter(kind, backbone, arch, num_classes, weights, output_stride, in_chans) -> nn.Module:
+def _smp_segmenter(
+    kind: str, backbone: str, arch: Arch, num_classes: int, weights: str | None, output_stride: int, in_chans: int
+) -> nn.Module:
     smp = require("segmentation_models_pytorch", "segmentation")
     from ..timm_models import register_timm
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
+from ..config import LoopConfig
 from ..distributed import Dist, process_group
 from ..engine import Precision, evaluate_loop
 from ..errors import DataError, require
@@ -62,6 +63,7 @@ def evaluate_segmenter(
     model: nn.Module,
     dataset: Dataset,
     batch_size: int = 4,
+    workers: int = 0,
     proc: Dist | None = None,
     precision: Precision | None = None,
     loss: str = "ce",
@@ -74,7 +76,7 @@ def evaluate_segmenter(
     precision = precision or Precision(proc.device.type)
     if len(dataset) < proc.world_size:
         raise DataError(f"the validation set has {len(dataset)} images, fewer than the {proc.world_size} processes")
-    cfg = SegmentConfig(batch_size=batch_size, workers=0)
+    cfg = LoopConfig(batch_size=batch_size, workers=workers)
     step = SegmentationStep(proc.device, build_loss(loss, ignore_index), model.config["num_classes"], ignore_index)
     totals = evaluate_loop(
         model.to(proc.device), eval_loader(dataset, cfg, proc, default_collate), step, precision, proc
@@ -128,7 +130,9 @@ def _train(cfg: SegmentConfig, proc: Dist) -> dict:
     step = SegmentationStep(proc.device, loss, num_classes, cfg.ignore_index)
 
     def validate(eval_model: nn.Module, precision: Precision) -> tuple[dict, float]:
-        metrics = evaluate_segmenter(eval_model, val_set, cfg.batch_size, proc, precision, cfg.loss, cfg.ignore_index)
+        metrics = evaluate_segmenter(
+            eval_model, val_set, cfg.batch_size, cfg.workers, proc, precision, cfg.loss, cfg.ignore_index
+        )
         fields = {f"val_{k}": v for k, v in metrics.items() if k != "n"}
         return fields, fields["val_mIoU"]
 

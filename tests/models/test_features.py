@@ -50,7 +50,14 @@ def test_out_indices_pick_levels_and_match_the_classifier():
     with torch.no_grad():
         stages = model.forward_stages(x)
         maps = net(x)
-    assert net.feature_info.module_name() == ["layer2", "layer4"]
+    info = net.feature_info
+    assert info.module_name() == ["layer2", "layer4"] and info.channels(0) == 64 and len(info) == 5
+    assert info.get_dicts(keys=("num_chs", "reduction")) == [
+        {"num_chs": 512, "reduction": 8},
+        {"num_chs": 2048, "reduction": 32},
+    ]
+    assert info.get_dicts(idx=1) == info[1] == {"num_chs": 256, "reduction": 4, "module": "layer1"}
+    assert info.reduction([0, 1]) == [2, 4]
     torch.testing.assert_close(maps[0], stages[1])
     torch.testing.assert_close(maps[1], stages[3])
     with pytest.raises(ValueError, match="out_indices for eca_resnet50 must be distinct levels in 0..4"):
