@@ -276,6 +276,8 @@ def _zoo_model_for(state: Mapping[str, Tensor], meta: dict, source: str, name: s
         eca_k=eca_k,
         output_stride=meta.get("output_stride", 32),
         in_chans=meta.get("in_chans", 3),
+        features_only="features_only" in meta,
+        out_indices=meta.get("features_only"),
     )
     return with_file_widths(model, meta, source)
 

@@ -151,5 +151,11 @@ def test_four_channel_features_and_round_trip(name, tmp_path):
     x = torch.randn(1, 4, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(back(x), net(x))
-    feats = create_model(name, features_only=True, in_chans=4)
+    feats = create_model(name, features_only=True, in_chans=4, out_indices=(0, 2)).eval()
     assert feats(x)[0].shape[1] == feats.feature_info.channels()[0]
+    save_weights(feats, tmp_path / "f.safetensors")
+    back = load_checkpoint(tmp_path / "f.safetensors").eval()  # a feature extractor comes back as one
+    assert back.out_indices == (0, 2)
+    with torch.no_grad():
+        for a, b in zip(back(x), feats(x), strict=True):
+            torch.testing.assert_close(a, b)
