@@ -95,6 +95,19 @@ def test_backbone_weights_fill_the_encoder(kind, tmp_path):
     assert got and all(torch.equal(v, expected[k]) for k, v in got.items())
 
 
+def test_torchvision_weights_fill_an_eca_backbone(tmp_path):
+    """A plain torchvision file: every backbone tensor copied, only the ECA layers start fresh."""
+    import torchvision
+
+    tv = torchvision.models.resnet18()
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    model = create_segmenter("fcn", "eca_resnet18", 3, backbone_weights=str(tmp_path / "tv.pth"))
+    own = model.backbone.state_dict()
+    expected = tv.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in own.items() if ".eca." not in k)
+    assert sum(".eca." in k for k in own) == 8
+
+
 def test_grey_segmenter_from_rgb_weights(tmp_path):
     save_weights(create_model("resnet18"), tmp_path / "b.safetensors")
     model = create_segmenter("deeplabv3", "resnet18", 2, str(tmp_path / "b.safetensors"), output_stride=16, in_chans=1)
