@@ -8,6 +8,7 @@ from torchvision.models import resnet50 as tv_resnet50
 from ecanet import create_model, load_checkpoint, save_weights
 from ecanet.models.input_channels import adapt_input_conv
 from ecanet.weights import load_state
+from tests.helpers import require_extra
 
 # (arch, input side, reductions at output stride 32)
 FAMILIES = [
@@ -91,7 +92,9 @@ def test_bottleneck_dilation_equals_torchvision(output_stride, dilate):
 
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_basic_block_dilation_equals_timm(output_stride):
-    timm = pytest.importorskip("timm", reason='needs the "timm" extra')
+    require_extra("timm")
+    import timm
+
     torch.manual_seed(0)
     ours = create_model("resnet18", features_only=True, output_stride=output_stride).eval()
     ref = timm.create_model("resnet18", features_only=True, output_stride=output_stride).eval()
@@ -137,9 +140,11 @@ def test_grey_input_adapts_rgb_weights(tmp_path):
 
 @pytest.mark.parametrize("in_chans", [1, 4, 7])
 def test_adapt_input_conv_equals_timm(in_chans):
-    timm_layers = pytest.importorskip("timm.models", reason='needs the "timm" extra')
+    require_extra("timm")
+    from timm.models import adapt_input_conv as timm_adapt
+
     w = torch.randn(8, 3, 3, 3)
-    torch.testing.assert_close(adapt_input_conv(w, in_chans), timm_layers.adapt_input_conv(in_chans, w.clone()))
+    torch.testing.assert_close(adapt_input_conv(w, in_chans), timm_adapt(in_chans, w.clone()))
 
 
 @pytest.mark.parametrize("name", ["eca_resnet50", "eca_mobilenet_v2", "eca_resnet20"])
