@@ -74,6 +74,57 @@ def _to_tensor() -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+def _restrict(folder: ImageFolder, indices: list[int]) -> ImageFolder:
+    folder.samples = folder.imgs = [folder.samples[i] for i in indices]
+    folder.targets = [folder.targets[i] for i in indices]
+    return folder
+
+
+def split_folder(
+    root: str | Path, val_split: float, seed: int, image_size: int, augment: bool = True
+) -> tuple[ImageFolder, ImageFolder]:
+    """One image folder split into training and validation parts: stratified by class (scikit-learn's
+    ``train_test_split``), the same for the same ``seed``; the parts get the training and evaluation
+    transforms."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < val_split < 1:
+        raise ValueError(f"--val-split must be a fraction in (0, 1), got {val_split}")
+    train = ImageFolder(root, train_transform(image_size) if augment else eval_transform(image_size), "--train-dir")
+    val = ImageFolder(root, eval_transform(image_size), "--train-dir")
+    try:
+        kept, held = train_test_split(
+            range(len(train.targets)), test_size=val_split, stratify=train.targets, random_state=seed
+        )
+    except ValueError as e:  # too few images of a class for the split
+        raise DataError(f"--val-split {val_split}: cannot split {root} by class: {e}") from None
+    return _restrict(train, sorted(kept)), _restrict(val, sorted(held))
+
+
+class InMemory(Dataset):
+    """An image folder decoded once and held as uint8 tensors (as CIFAR loaders hold CIFAR), so that data
+    loading costs only the random transforms: for small images on few cores. The folder's transform is
+    applied to the tensors; unreadable images yield ``(None, path)`` as the folder does."""
+
+    def __init__(self, folder: ImageFolder) -> None:
+        self.classes, self.targets, self.transform = folder.classes, folder.targets, folder.transform
+        self.images: list[Tensor | str] = []
+        for path, _ in folder.samples:
+            try:
+                self.images.append(T.functional.pil_to_tensor(folder.loader(path)))
+            except (OSError, ValueError, Image.DecompressionBombError):
+                self.images.append(path)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | tuple[None, str]:
+        image = self.images[index]
+        if isinstance(image, str):
+            return None, image
+        return (self.transform(image) if self.transform else image), self.targets[index]
+
+
 def image_folders(
     train_dir: str | Path, val_dir: str | Path, image_size: int, augment: bool = True
 ) -> tuple[ImageFolder, ImageFolder]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..comparison import Arm, summarize
 from ..complexity import complexity
 from ..config import TrainConfig
 from ..distributed import Dist, process_group
@@ -24,9 +26,8 @@ from ..errors import DataError
 from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
 from ..models import create_model, freeze_batchnorm, parse_model_name
 from ..plots import plot_curves
-from ..table import render_table
 from ..weights import FRESH_PARTS, load_state, read_weights, with_file_widths
-from .data import Digits, collate_skipping, image_folders
+from .data import Digits, InMemory, collate_skipping, image_folders, split_folder
 
 log = logging.getLogger("ecanet")
 
@@ -66,8 +67,15 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise DataError(f"--data: {cfg.data} is not a folder")
     train_dir = cfg.train_dir or str(Path(cfg.data) / "train")
-    val_dir = cfg.val_dir or str(Path(cfg.data) / "val")
-    train, val = image_folders(train_dir, val_dir, cfg.image_size, cfg.augment)
+    if cfg.val_split is not None:
+        if cfg.val_dir is not None:
+            raise ValueError("--val-dir and --val-split: give one source of validation images")
+        train, val = split_folder(train_dir, cfg.val_split, cfg.split_seed, cfg.image_size, cfg.augment)
+    else:
+        val_dir = cfg.val_dir or str(Path(cfg.data) / "val")
+        train, val = image_folders(train_dir, val_dir, cfg.image_size, cfg.augment)
+    if cfg.in_memory:
+        train, val = InMemory(train), InMemory(val)
     return train, val, train_dir
 
 
@@ -166,29 +174,20 @@ def _train(cfg: TrainConfig, proc: Dist) -> dict:
     return summary
 
 
-def _compare(cfg: TrainConfig, main_summary: dict, proc: Dist) -> list[dict]:
-    """Train every model of ``cfg.compare`` with the same settings; rows of test accuracy side by side."""
-    rows = [main_summary]
+def _compare(cfg: TrainConfig, main_summary: dict, proc: Dist) -> dict:
+    """Train every model of ``cfg.compare`` with the same settings and seed (under OUT/compare/<model>), and
+    summarise them as ``ecanet compare`` does (one seed: no interval); also OUT/comparison.json."""
+    runs = {cfg.model: [with_speed(main_summary, Path(cfg.output), cfg.seed)]}
     for name in cfg.compare:
         other = replace(cfg, model=name, output=str(Path(cfg.output) / "compare" / name), compare=[], resume=None)
-        rows.append(_train(other, proc))
-    keys = ("model", "params", "macs", "best_top1", "final_top1", "train_time_s")
-    table = [{k: r[k] for k in keys} for r in rows]
+        runs[name] = [with_speed(_train(other, proc), Path(other.output), cfg.seed)]
+    result = summarize([Arm(name, name, cfg.eca_k) for name in runs], runs)
     if proc.is_main:
-        (Path(cfg.output) / "comparison.json").write_text(json.dumps(table, indent=2))
-    return table
+        (Path(cfg.output) / "comparison.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
-def format_comparison(rows: list[dict]) -> str:
-    body = [
-        [
-            r["model"],
-            f"{r['params']:,}",
-            f"{r['macs'] / 1e6:.2f}",
-            f"{r['final_top1']:.2f}",
-            f"{r['best_top1']:.2f}",
-            f"{r['train_time_s']:.0f}",
-        ]
-        for r in rows
-    ]
-    return render_table(["model", "params", "MMACs", "test top-1 (%)", "best top-1 (%)", "train s"], body)
+def with_speed(summary: dict, out: Path, seed: int) -> dict:
+    """A run's summary with its seed and median training img/s over epochs (from OUT/metrics.jsonl)."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {**summary, "seed": seed, "img_per_s": statistics.median(r["img_per_s"] for r in records)}

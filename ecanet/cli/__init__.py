@@ -8,9 +8,9 @@ import logging
 import sys
 
 from ..errors import USER_ERRORS, MissingExtraError
-from . import ablate, bench, detect, evaluate, export, info, prune, report, segment, train, viz
+from . import ablate, bench, compare, detect, evaluate, export, info, prune, report, segment, train, viz
 
-SUBCOMMANDS = (info, bench, train, evaluate, ablate, viz, report, detect, segment, export, prune)
+SUBCOMMANDS = (info, bench, train, evaluate, compare, ablate, viz, report, detect, segment, export, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,11 +17,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..ablation import ablate_k, format_ablation
+    from ..ablation import ablate_k
+    from ..comparison import format_comparison
     from ..config import resolve
 
     overrides = config_values(args, TrainConfig)
     overrides["model"] = args.model or "resnet20"
     overrides["output"] = args.output or "runs/ablate_k"
-    rows = ablate_k(resolve(config_file=args.config, **overrides), args.ks, args.seeds)
-    print(format_ablation(rows))
+    print(format_comparison(ablate_k(resolve(config_file=args.config, **overrides), args.ks, args.seeds)))

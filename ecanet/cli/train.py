@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..classification import format_comparison, train
+    from ..classification import train
+    from ..comparison import format_comparison
     from ..config import resolve
     from ..models import parse_model_name
 

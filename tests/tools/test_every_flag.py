@@ -29,7 +29,7 @@ def test_train_with_no_data_is_the_embedded_comparison(tmp_path, capsys, monkeyp
     assert "embedded digits" in printed
     for model in ("eca_resnet20", "resnet20", "se_resnet20"):
         assert model in printed
-    rows = json.loads((tmp_path / "runs/ecanet/comparison.json").read_text())
+    rows = json.loads((tmp_path / "runs/ecanet/comparison.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["eca_resnet20", "resnet20", "se_resnet20"]
     assert (tmp_path / "runs/ecanet/compare/se_resnet20/final.safetensors").is_file()
 
@@ -55,7 +55,7 @@ def test_compare_train_and_val_dirs_optimizer_nesterov(image_data, tmp_path):
         )
         == 0
     )
-    rows = json.loads((out / "comparison.json").read_text())
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["eca_resnet20", "resnet20"]
     assert json.loads((out / "summary.json").read_text())["data"] == str(image_data / "train")
     state = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["state"]

@@ -1,0 +1,30 @@
+"""``ecanet compare``: several models, several seeds each, trained alike; mean +- sd and paired intervals."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import TrainConfig
+from .flags import add_config_flags, config_values, positive_int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train models x seeds alike; mean +- sd of top-1 and paired 95% intervals")
+    add_config_flags(p, TrainConfig, skip={"model", "compare"})
+    p.add_argument("--models", nargs="+", required=True, help="zoo models; the first is the reference")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per model (default 3)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..comparison import Arm, compare, format_comparison
+    from ..config import resolve
+    from ..models import parse_model_name
+
+    for name in args.models:
+        parse_model_name(name)  # an unknown name fails before any training
+    overrides = config_values(args, TrainConfig)
+    overrides["output"] = args.output or "runs/compare"
+    cfg = resolve(config_file=args.config, **overrides)
+    result = compare(cfg, [Arm(name, name, cfg.eca_k) for name in args.models], list(range(args.seeds)))
+    print(format_comparison(result))
