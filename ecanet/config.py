@@ -29,6 +29,9 @@ class LoopConfig:
     model: str = option("", "the model to train")
     output: str = option("runs/ecanet", "output folder (checkpoints, metrics.jsonl, curves.png, summary.json)")
     epochs: int = option(12, "epochs to train")
+    budget_minutes: float | None = option(
+        None, "wall-time budget per run: the epochs become those that fit, estimated from the first epoch"
+    )
     batch_size: int = option(64, "per process")
     lr: float | None = option(None, "absolute learning rate (default: base-lr x global batch / base-batch)")
     base_lr: float = option(0.1, "learning rate per base-batch images (linear scaling rule)")

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -150,6 +150,9 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_score"]
+        if cfg.budget_minutes:  # the epochs the budget gave the interrupted run
+            cfg = replace(cfg, epochs=ckpt["config"]["epochs"])
+            scheduler.lr_lambdas[0] = lr_lambda(cfg, len(task.train_loader))
         set_rng_state(ckpt["rng"][proc.rank] if proc.rank < len(ckpt["rng"]) else ckpt["rng"][0])
         records = _read_records(out / "metrics.jsonl", start_epoch)
 
@@ -162,13 +165,20 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
     eval_model = ema.module if ema is not None else model
 
     started = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    epoch = start_epoch
+    while epoch < cfg.epochs:
         task.train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         totals = train_one_epoch(
             runner, task.train_loader, task.step, optimizer, scheduler, precision, proc, epoch, ema, task.progress
         )
         val, score = task.validate(eval_model, precision)
+        if cfg.budget_minutes and epoch == 0:
+            cfg = replace(cfg, epochs=planned_epochs(cfg.budget_minutes, time.perf_counter() - started, proc))
+            scheduler.lr_lambdas[0] = lr_lambda(cfg, len(task.train_loader))
+            if proc.is_main:
+                save_config(cfg, out / "config.json")
+                log.info("--budget-minutes %g: %d epochs fit", cfg.budget_minutes, cfg.epochs)
         train = {
             "train_loss": totals["loss_sum"] / max(totals["n"], 1),
             "img_per_s": totals["n"] / max(totals["seconds"], 1e-9),
@@ -204,6 +214,7 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
             if task.plot is not None:
                 task.plot(records, out / "curves.png")
             log.info("epoch %d: %s", epoch, task.describe(record))
+        epoch += 1
     barrier(proc)
     if proc.is_main:
         save_weights(eval_model, out / "final.safetensors")
@@ -211,10 +222,18 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
             writer.close()
     return {
         "best_score": best,
+        "epochs": cfg.epochs,
         "records": records,
         "train_time_s": time.perf_counter() - started,
         "eval_model": eval_model,
     }
+
+
+def planned_epochs(minutes: float, first_epoch_seconds: float, proc: Dist) -> int:
+    """The epochs that fit a wall-time budget, from the first epoch's time (training and validation); rank
+    0's estimate in every process, so that all stop together."""
+    seconds = all_gather_object(first_epoch_seconds, proc)[0]
+    return max(1, int(minutes * 60 // max(seconds, 1e-9)))
 
 
 def _read_records(path: Path, upto: int) -> list[dict]:

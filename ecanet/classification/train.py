@@ -160,7 +160,7 @@ def _train(cfg: TrainConfig, proc: Dist) -> dict:
         "model": cfg.model,
         "data": where,
         "num_classes": num_classes,
-        "epochs": cfg.epochs,
+        "epochs": result["epochs"],
         "best_top1": max((r["val_top1"] for r in records), default=None),
         "final_top1": records[-1]["val_top1"] if records else None,
         "final_top5": records[-1]["val_top5"] if records else None,

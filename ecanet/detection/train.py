@@ -81,7 +81,7 @@ def _train(cfg: DetectConfig, proc: Dist) -> dict:
     summary = {
         "model": cfg.model,
         "backbone": cfg.backbone,
-        "epochs": cfg.epochs,
+        "epochs": result["epochs"],
         "num_classes": len(train_set.classes) + 1,
         **{kind: {m: last.get(f"{kind}_{m}") for m in METRICS} for kind in (["bbox", "segm"] if masks else ["bbox"])},
         "best_bbox_AP": result["best_score"],

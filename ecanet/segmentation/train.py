@@ -148,7 +148,7 @@ def _train(cfg: SegmentConfig, proc: Dist) -> dict:
     summary = {
         "model": cfg.model,
         "backbone": cfg.backbone,
-        "epochs": cfg.epochs,
+        "epochs": result["epochs"],
         "num_classes": num_classes,
         **{k: last.get(f"val_{k}") for k in ("mIoU", "mDice", "pixel_acc", "iou", "dice")},
         "best_mIoU": result["best_score"],

@@ -126,3 +126,37 @@ def test_compare_cli_table(folder, tmp_path, capsys):
     rows = [line.split()[0] for line in lines if line.startswith(("resnet20 ", "eca_resnet20 "))]
     assert rows == ["resnet20", "eca_resnet20"] and (out / "eca_resnet20" / "seed1" / "final.safetensors").is_file()
     assert main(["compare", "--models", "resnet20", "nonet", "--output", str(out)]) == 2
+
+
+def test_budget_minutes_sets_the_epochs(folder, tmp_path):
+    from ecanet.distributed import Dist
+    from ecanet.fit import planned_epochs
+
+    assert planned_epochs(1.0, 7.0, Dist()) == 8 and planned_epochs(0.001, 7.0, Dist()) == 1
+    out = tmp_path / "budget"
+    summary = engine.train(
+        resolve(
+            model="resnet20",
+            data=str(folder),
+            val_split=0.2,
+            output=str(out),
+            compare=[],
+            budget_minutes=1e-4,
+            **{**TINY, "epochs": 5},
+        )
+    )
+    assert summary["epochs"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads((out / "config.json").read_text())["epochs"] == 1  # the plan is recorded
+    again = engine.train(
+        resolve(
+            model="resnet20",
+            data=str(folder),
+            val_split=0.2,
+            output=str(out),
+            compare=[],
+            budget_minutes=1e-4,
+            resume="",
+            **{**TINY, "epochs": 5},
+        )
+    )  # resuming keeps the planned epochs: nothing left to do
+    assert again["epochs"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
