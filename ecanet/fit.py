@@ -229,6 +229,22 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
     }
 
 
+def write_summary(cfg: LoopConfig, proc: Dist, result: dict, model: nn.Module, **fields) -> dict:
+    """A run's summary: model, the task's ``fields``, epochs, params, training time, processes; written to
+    OUT/summary.json by rank 0."""
+    summary = {
+        "model": cfg.model,
+        **fields,
+        "epochs": result["epochs"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_time_s": result["train_time_s"],
+        "world_size": proc.world_size,
+    }
+    if proc.is_main:
+        (Path(cfg.output) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def planned_epochs(minutes: float, first_epoch_seconds: float, proc: Dist) -> int:
     """The epochs that fit a wall-time budget, from the first epoch's time (training and validation); rank
     0's estimate in every process, so that all stop together."""

@@ -3,17 +3,15 @@ settings of ``DetectConfig`` (the 1x schedule by default)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..distributed import Dist, process_group
 from ..engine import Precision
-from ..fit import Task, fit, scaled_lr, train_loader
+from ..fit import Task, fit, scaled_lr, train_loader, write_summary
 from ..plots import plot_detection_curves
 from .config import DetectConfig
 from .data import CocoDetection, collate
@@ -78,17 +76,14 @@ def _train(cfg: DetectConfig, proc: Dist) -> dict:
     task = Task(model, loader, DetectionStep(proc.device), validate, describe, plot=plot_detection_curves)
     result = fit(task, cfg, proc)
     last = result["records"][-1] if result["records"] else {}
-    summary = {
-        "model": cfg.model,
-        "backbone": cfg.backbone,
-        "epochs": result["epochs"],
-        "num_classes": len(train_set.classes) + 1,
-        **{kind: {m: last.get(f"{kind}_{m}") for m in METRICS} for kind in (["bbox", "segm"] if masks else ["bbox"])},
-        "best_bbox_AP": result["best_score"],
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_time_s": result["train_time_s"],
-        "world_size": proc.world_size,
-    }
-    if proc.is_main:
-        (Path(cfg.output) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    kinds = ["bbox", "segm"] if masks else ["bbox"]
+    return write_summary(
+        cfg,
+        proc,
+        result,
+        model,
+        backbone=cfg.backbone,
+        num_classes=len(train_set.classes) + 1,
+        **{kind: {m: last.get(f"{kind}_{m}") for m in METRICS} for kind in kinds},
+        best_bbox_AP=result["best_score"],
+    )

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +14,7 @@ from ..config import LoopConfig
 from ..distributed import Dist, process_group
 from ..engine import Precision, evaluate_loop
 from ..errors import DataError, require
-from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
+from ..fit import Task, eval_loader, fit, scaled_lr, train_loader, write_summary
 from ..models import parse_model_name
 from ..plots import plot_segmentation_curves
 from .config import SegmentConfig
@@ -145,17 +143,13 @@ def _train(cfg: SegmentConfig, proc: Dist) -> dict:
     task = Task(model, loader, step, validate, describe, plot=plot_segmentation_curves)
     result = fit(task, cfg, proc)
     last = result["records"][-1] if result["records"] else {}
-    summary = {
-        "model": cfg.model,
-        "backbone": cfg.backbone,
-        "epochs": result["epochs"],
-        "num_classes": num_classes,
+    return write_summary(
+        cfg,
+        proc,
+        result,
+        model,
+        backbone=cfg.backbone,
+        num_classes=num_classes,
         **{k: last.get(f"val_{k}") for k in ("mIoU", "mDice", "pixel_acc", "iou", "dice")},
-        "best_mIoU": result["best_score"],
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_time_s": result["train_time_s"],
-        "world_size": proc.world_size,
-    }
-    if proc.is_main:
-        (Path(cfg.output) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        best_mIoU=result["best_score"],
+    )

@@ -134,29 +134,14 @@ def test_budget_minutes_sets_the_epochs(folder, tmp_path):
 
     assert planned_epochs(1.0, 7.0, Dist()) == 8 and planned_epochs(0.001, 7.0, Dist()) == 1
     out = tmp_path / "budget"
-    summary = engine.train(
-        resolve(
-            model="resnet20",
-            data=str(folder),
-            val_split=0.2,
-            output=str(out),
-            compare=[],
-            budget_minutes=1e-4,
-            **{**TINY, "epochs": 5},
+
+    def run(**extra):
+        settings = {**TINY, "epochs": 5, "budget_minutes": 1e-4, **extra}
+        return engine.train(
+            resolve(model="resnet20", data=str(folder), val_split=0.2, output=str(out), compare=[], **settings)
         )
-    )
-    assert summary["epochs"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+    assert run()["epochs"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert json.loads((out / "config.json").read_text())["epochs"] == 1  # the plan is recorded
-    again = engine.train(
-        resolve(
-            model="resnet20",
-            data=str(folder),
-            val_split=0.2,
-            output=str(out),
-            compare=[],
-            budget_minutes=1e-4,
-            resume="",
-            **{**TINY, "epochs": 5},
-        )
-    )  # resuming keeps the planned epochs: nothing left to do
-    assert again["epochs"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert run(resume="")["epochs"] == 1  # resuming keeps the planned epochs: nothing left to do
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
