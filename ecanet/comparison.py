@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -52,11 +53,11 @@ def _run(cfg: TrainConfig, arm: Arm, seed: int, out: Path) -> dict:
     from .classification.train import train, with_speed  # the engine, which reports through this module
 
     run_dir = out / arm.label / f"seed{seed}"
-    if not (run_dir / "summary.json").is_file():
-        resume = "" if (run_dir / "checkpoint.pt").is_file() else None
-        run = replace(cfg, model=arm.model, eca_k=arm.eca_k, seed=seed, output=str(run_dir), compare=[], resume=resume)
-        train(run)
-    return with_speed(read_json(run_dir / "summary.json", "compare"), run_dir, seed)
+    if (run_dir / "summary.json").is_file():
+        return with_speed(read_json(run_dir / "summary.json", "compare"), run_dir, seed)
+    resume = "" if (run_dir / "checkpoint.pt").is_file() else None
+    run = replace(cfg, model=arm.model, eca_k=arm.eca_k, seed=seed, output=str(run_dir), compare=[], resume=resume)
+    return with_speed(train(run), run_dir, seed)
 
 
 def compare(cfg: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int]) -> dict:
@@ -69,8 +70,9 @@ def compare(cfg: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int]) -> dict
         raise ValueError(f"compare: models appear twice: {sorted({x for x in labels if labels.count(x) > 1})}")
     out = Path(cfg.output)
     result = summarize(arms, {arm.label: [_run(cfg, arm, seed, out) for seed in seeds] for arm in arms})
-    (out / "comparison.json").write_text(json.dumps(result, indent=2))
-    plot_comparison(result["rows"], out / "comparison.png")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every run is distributed; one process writes
+        (out / "comparison.json").write_text(json.dumps(result, indent=2))
+        plot_comparison(result["rows"], out / "comparison.png")
     return result
 
 
