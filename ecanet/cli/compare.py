@@ -9,7 +9,7 @@ from .flags import add_config_flags, config_values, positive_int
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="train models x seeds alike; mean +- sd of top-1 and paired 95% intervals")
+    p = sub.add_parser("compare", help="train models x seeds alike; mean +- sd of top-1 and paired 95 %% intervals")
     add_config_flags(p, TrainConfig, skip={"model", "compare"})
     p.add_argument("--models", nargs="+", required=True, help="zoo models; the first is the reference")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per model (default 3)")

@@ -34,3 +34,20 @@ def test_bad_input_is_one_line(files, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ecanet {argv[0]}: error: "), err
     assert message.format(d=files) in err[0]
+
+
+def test_every_help_page_renders():
+    """argparse formats help strings with %: a stray one breaks --help; every page is rendered here."""
+    import argparse
+
+    from ecanet.cli import build_parser
+
+    def pages(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from pages(sub)
+
+    rendered = [p.format_help() for p in pages(build_parser())]
+    assert len(rendered) > 15 and all("usage:" in page for page in rendered)
