@@ -14,7 +14,7 @@ import math
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .config import TrainConfig, read_json
@@ -53,11 +53,32 @@ def _run(cfg: TrainConfig, arm: Arm, seed: int, out: Path) -> dict:
     from .classification.train import train, with_speed  # the engine, which reports through this module
 
     run_dir = out / arm.label / f"seed{seed}"
+    run = replace(cfg, model=arm.model, eca_k=arm.eca_k, seed=seed, output=str(run_dir), compare=[], resume=None)
     if (run_dir / "summary.json").is_file():
+        _check_same_settings(run, run_dir)
         return with_speed(read_json(run_dir / "summary.json", "compare"), run_dir, seed)
     resume = "" if (run_dir / "checkpoint.pt").is_file() else None
-    run = replace(cfg, model=arm.model, eca_k=arm.eca_k, seed=seed, output=str(run_dir), compare=[], resume=resume)
-    return with_speed(train(run), run_dir, seed)
+    return with_speed(train(replace(run, resume=resume)), run_dir, seed)
+
+
+def _check_same_settings(run: TrainConfig, run_dir: Path) -> None:
+    """A finished run is reused only if it was trained with these settings (those given: the defaults the
+    engine fills in, such as the scaled lr, are not compared; nor the epochs a time budget planned)."""
+    saved = read_json(run_dir / "config.json", "compare")
+    differ = [
+        k
+        for k, v in asdict(run).items()
+        if v is not None
+        and k not in ("resume", "output")
+        and saved.get(k) != v
+        and not (k == "epochs" and run.budget_minutes)
+    ]
+    if differ:
+        k = differ[0]
+        raise ValueError(
+            f"compare: {run_dir} was trained with {k}={saved.get(k)!r}, not {getattr(run, k)!r}: "
+            "give another --output for other settings"
+        )
 
 
 def compare(cfg: TrainConfig, arms: Sequence[Arm], seeds: Sequence[int]) -> dict:

@@ -87,6 +87,10 @@ def test_compare_resumes_a_killed_comparison(folder, tmp_path, monkeypatch):
     assert [r["label"] for r in saved["rows"]] == ["resnet20", "eca_resnet20"] and len(saved["pairs"]) == 1
     with Image.open(tmp_path / "cmp" / "comparison.png") as im:
         im.verify()
+    with pytest.raises(ValueError, match="seed0 was trained with epochs=1, not 2: give another --output"):
+        compare(
+            resolve(data=str(folder), val_split=0.2, output=str(tmp_path / "cmp"), **{**TINY, "epochs": 2}), arms, [0]
+        )
     run_cfg = json.loads((tmp_path / "cmp" / "eca_resnet20" / "seed1" / "config.json").read_text())
     assert (run_cfg["seed"], run_cfg["val_split"], run_cfg["split_seed"]) == (1, 0.2, 0)
 
