@@ -149,3 +149,12 @@ def test_budget_minutes_sets_the_epochs(folder, tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 1  # the plan is recorded
     assert run(resume="")["epochs"] == 1  # resuming keeps the planned epochs: nothing left to do
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_compare_refuses_before_training(tmp_path):
+    cfg = resolve(output=str(tmp_path / "x"), **TINY)
+    with pytest.raises(ValueError, match=r"compare: models appear twice: \['resnet20'\]"):
+        compare(cfg, [Arm("resnet20", "resnet20"), Arm("resnet20", "resnet20")], [0])
+    with pytest.raises(ValueError, match="compare: give at least one model and one seed"):
+        compare(cfg, [Arm("resnet20", "resnet20")], [])
+    assert not (tmp_path / "x").exists()
