@@ -170,3 +170,31 @@ def test_masks_checks_and_foreground(tmp_path):
 
 def test_segmentation_extra_is_named():
     assert EXTRAS["segmentation"] == ("segmentation_models_pytorch",)
+
+
+def test_segmenter_and_data_refusals(tmp_path):
+    """The remaining one-line refusals: each names what was wrong."""
+    from ecanet.errors import CheckpointError
+    from ecanet.segmentation.config import SegmentConfig
+    from ecanet.segmentation.train import data_pairs
+
+    with pytest.raises(ValueError, match="--model: unknown segmenter 'pspnet'"):
+        create_segmenter("pspnet")
+    with pytest.raises(ValueError, match="in_chans must be >= 1, got 0"):
+        create_model("resnet18", in_chans=0)
+    with pytest.raises(ValueError, match="--voc and --images/--masks: give one source of data"):
+        data_pairs(SegmentConfig(voc=str(tmp_path), images=str(tmp_path)))
+    save_weights(create_model("resnet18"), tmp_path / "clf.safetensors")
+    with pytest.raises(CheckpointError, match="clf.safetensors: not segmenter weights"):
+        load_segmenter(tmp_path / "clf.safetensors")
+    images, masks = make_segmentation_data(tmp_path / "d", n=2)
+    with pytest.raises(ValueError, match="--masks-as must be one of"):
+        check_masks(folder_pairs(images, masks), "instances", 255, None)
+
+
+def test_smp_refusals():
+    _needs("unet")
+    with pytest.raises(ValueError, match="--output-stride: unet decodes every level and takes output stride 32 only"):
+        create_segmenter("unet", "eca_resnet18", 3, output_stride=16)
+    with pytest.raises(ValueError, match="--backbone: fpn takes ImageNet backbones .* not eca_resnet20"):
+        create_segmenter("fpn", "eca_resnet20", 3)

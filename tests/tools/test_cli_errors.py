@@ -25,6 +25,8 @@ CASES = [
     (["train", "--eca-k", "three"], "--eca-k: expected 'released', 'adaptive' or odd ints"),
     (["train", "--config", "{d}/notes.txt"], "--config: {d}/notes.txt: not valid JSON"),
     (["detect", "predict", "{d}/none.png", "--weights", "{d}/notes.txt"], "notes.txt: not a PyTorch"),
+    (["segment", "eval", "--weights", "{d}/notes.txt"], "give --voc DIR, or --images DIR and --masks DIR"),
+    (["segment", "predict", "{d}/none.png", "--weights", "{d}/notes.txt"], "notes.txt: not a PyTorch"),
 ]
 
 

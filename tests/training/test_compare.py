@@ -158,3 +158,12 @@ def test_compare_refuses_before_training(tmp_path):
     with pytest.raises(ValueError, match="compare: give at least one model and one seed"):
         compare(cfg, [Arm("resnet20", "resnet20")], [])
     assert not (tmp_path / "x").exists()
+
+
+def test_val_split_refusals(folder, tmp_path):
+    from ecanet.classification import build_datasets
+
+    with pytest.raises(ValueError, match="--val-dir and --val-split: give one source of validation images"):
+        build_datasets(resolve(data=str(folder), val_split=0.2, val_dir=str(folder), image_size=16))
+    with pytest.raises(ValueError, match="--val-split 0.05: cannot split .* by class"):
+        split_folder(folder / "train", 0.05, seed=0, image_size=16)  # 1.5 images for 3 classes
