@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ecanet.layers import ECA, eca_residual
+from ecanet.layers import ECA, fused_tail
 from ecanet.models.registry import stage_shapes
 from ecanet.timing import interleaved, provenance
 
@@ -46,7 +46,7 @@ def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str
         finish(torch.relu_(out))
 
     def eca_fast() -> None:
-        finish(eca_residual(eca, bn, x * 1.0, identity, inplace=True))
+        finish(fused_tail(eca, bn, x * 1.0, identity, inplace=True))
 
     return {"resnet50": resnet, "eca plain": eca_plain, "eca fast path": eca_fast}
 

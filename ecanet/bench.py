@@ -15,8 +15,11 @@ process starts the step with varies by a few tens of MB from one process to the 
 allocator keeps, more of it after torch.compile), which only adds to the peak: ``memory_repeats`` measures
 each model in that many fresh processes and keeps the smallest peak.
 
-Model specs: a zoo name (``eca_resnet50``), ``NAME:plain`` (the plain ECA formulation, ``fused=False``),
-``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed), or a weights file
+Model specs: a zoo name (``eca_resnet50``; every zoo model runs the fused tail, the attention-free twin
+``resnet50`` too, so a ratio is attention's cost alone), ``NAME:plain`` (the plain formulation,
+``fused=False``), ``tv:NAME`` (torchvision's model, e.g. ``tv:resnet50``: what users have today),
+``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed), ``ort:NAME`` (the zoo
+model exported to ONNX and run in ONNX Runtime, inference only; the "export" extra), or a weights file
 (e.g. a pruned network's ``pruned.safetensors``: the network it holds, with its widths).
 """
 
@@ -27,6 +30,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +44,7 @@ from .models import create_model
 from .table import render_table
 from .timing import interleaved
 
-DEFAULT_MODELS = ["resnet50", "se_resnet50", "cbam_resnet50", "eca_resnet50"]
+DEFAULT_MODELS = ["resnet50", "se_resnet50", "cbam_resnet50", "eca_resnet50", "tv:resnet50"]
 REFERENCE_MODELS = ["eca_resnet50:plain", "timm:eca_resnet50"]
 
 
@@ -63,6 +67,13 @@ class BenchConfig:
 
 def build(spec: str, num_classes: int = 1000) -> nn.Module:
     """A model from a bench spec (see the module docstring)."""
+    if spec.startswith("tv:"):
+        import torchvision
+
+        name = spec[3:]
+        if name not in torchvision.models.list_models(torchvision.models):
+            raise ValueError(f"unknown torchvision model {spec!r}; e.g. tv:resnet50, tv:mobilenet_v2")
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if spec.startswith("timm:"):
         if spec != "timm:eca_resnet50":
             raise ValueError(f"unknown reference model {spec!r}; available: timm:eca_resnet50")
@@ -74,9 +85,11 @@ def build(spec: str, num_classes: int = 1000) -> nn.Module:
         from .weights import load_checkpoint
 
         return load_checkpoint(spec)
+    if spec.startswith("ort:"):
+        return create_model(spec[4:], num_classes=num_classes)
     name, _, variant = spec.partition(":")
     if variant not in ("", "plain"):
-        raise ValueError(f"unknown model variant {spec!r}; use NAME or NAME:plain")
+        raise ValueError(f"unknown model variant {spec!r}; use NAME, NAME:plain, tv:NAME, ort:NAME or timm:NAME")
     return create_model(name, num_classes=num_classes, fused=variant != "plain")
 
 
@@ -86,8 +99,25 @@ def _autocast(cfg: BenchConfig) -> contextlib.AbstractContextManager:
     return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.dtype))
 
 
+def _onnx_session(model: nn.Module, cfg: BenchConfig) -> Callable[[torch.Tensor], object]:
+    """``model`` exported to ONNX (ecanet export's exporter and check) and loaded in ONNX Runtime on CPU
+    with torch's thread count; returns the function that runs one batch."""
+    from .export import export_model
+
+    ort = require("onnxruntime", "export")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_model(model, path, "onnx", image_size=cfg.image_size)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})
+
+
 class Runner:
-    """One model prepared for timed inference and training steps."""
+    """One model prepared for timed inference and training steps (inference only for ``ort:`` specs:
+    ``train`` is None)."""
 
     def __init__(self, spec: str, cfg: BenchConfig) -> None:
         self.cfg = cfg
@@ -100,8 +130,16 @@ class Runner:
         self.x = x.to(cfg.device, memory_format=fmt)
         classes = (getattr(self.model, "config", None) or {}).get("num_classes", 1000)  # a file's own head
         self.y = torch.randint(0, classes, (cfg.batch_size,), generator=g).to(cfg.device)
+        self.onnx = None
+        if spec.startswith("ort:"):
+            if cfg.device != "cpu" or cfg.dtype != "float32" or cfg.compile:
+                raise ValueError(f"{spec}: ONNX Runtime rows run on the CPU in float32, eager")
+            self.onnx, self.train = _onnx_session(self.model, cfg), None
 
     def infer(self) -> None:
+        if self.onnx is not None:
+            self.onnx(self.x.contiguous())
+            return
         self.model.eval()
         with torch.no_grad(), _autocast(self.cfg):
             self.step_fn(self.x)
@@ -168,34 +206,39 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     runners = {spec: Runner(spec, cfg) for spec in cfg.models}
     phases = ["infer", "train"] if cfg.train else ["infer"]
     sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else lambda: None
-    for spec, r in runners.items():  # every phase warmed up before any is timed
+    steps = {phase: {spec: getattr(r, phase) for spec, r in runners.items() if getattr(r, phase)} for phase in phases}
+    for spec in runners:  # every phase warmed up before any is timed
         log(f"warm-up {spec}")
         for _ in range(cfg.warmup):
             for phase in phases:
-                getattr(r, phase)()
+                if spec in steps[phase]:
+                    steps[phase][spec]()
     # Inference, then training, each interleaved across models: a training step frees large buffers that
     # the next step must fault in again, so mixing the phases would add noise.
     timings: dict[str, dict[str, list[float]]] = {}
-    for phase in phases:
+    for phase in (p for p in phases if steps[p]):
         log(f"{phase}: {cfg.repeats} interleaved repeats")
-        seconds = interleaved({spec: getattr(r, phase) for spec, r in runners.items()}, cfg.repeats, sync=sync, log=log)
+        seconds = interleaved(steps[phase], cfg.repeats, sync=sync, log=log)
         timings[phase] = {spec: [cfg.batch_size / t for t in ts] for spec, ts in seconds.items()}
     rows = []
     for spec, r in runners.items():
         cost = complexity(r.model, (3, cfg.image_size, cfg.image_size))
         row = {"model": spec, "params": cost["params"], "macs": cost["macs"]}
         for phase in ("infer", "train"):
-            median, lo, hi = _summary(timings[phase][spec]) if phase in timings else (None, None, None)
+            median, lo, hi = _summary(timings[phase][spec]) if spec in timings.get(phase, {}) else (None,) * 3
             row.update({f"{phase}_img_s": median, f"{phase}_img_s_min": lo, f"{phase}_img_s_max": hi})
-        memory = [_memory_in_subprocess(spec, cfg) for _ in range(cfg.memory_repeats)] if cfg.memory else None
+        measured = cfg.memory and r.train is not None
+        memory = [_memory_in_subprocess(spec, cfg) for _ in range(cfg.memory_repeats)] if measured else None
         row["train_peak_mem_mb"] = min(memory) if memory else None
         rows.append(row)
     base = rows[0]
     for row in rows:
         for phase in ("infer", "train"):
-            series = timings.get(phase)
-            row[f"{phase}_ratio"] = _paired_ratio(series[row["model"]], series[base["model"]]) if series else None
-        row["mem_ratio"] = row["train_peak_mem_mb"] / base["train_peak_mem_mb"] if cfg.memory else None
+            series = timings.get(phase, {})
+            paired = row["model"] in series and base["model"] in series
+            row[f"{phase}_ratio"] = _paired_ratio(series[row["model"]], series[base["model"]]) if paired else None
+        both = row["train_peak_mem_mb"] is not None and base["train_peak_mem_mb"] is not None
+        row["mem_ratio"] = row["train_peak_mem_mb"] / base["train_peak_mem_mb"] if both else None
     return rows
 
 
@@ -204,24 +247,28 @@ def _paired_ratio(values: list[float], base: list[float]) -> float:
     return statistics.median(v / b for v, b in zip(values, base, strict=True))
 
 
-def format_rows(rows: list[dict]) -> str:
-    head = ["model", "params", "GMACs", "infer img/s (min-max)", "x", "train img/s (min-max)", "x", "peak MB", "x"]
-    cells = [head]
+def format_rows(rows: list[dict], lead: tuple[str, ...] = ()) -> str:
+    """The table ``ecanet bench`` prints; ``lead`` names row keys shown first (a suite's family, a sweep's
+    size)."""
+    head = [*lead, "model", "params", "GMACs", "infer img/s (min-max)", "x", "train img/s (min-max)", "x"]
+    head += ["peak MB", "x"]
+    cells = []
     for r in rows:
         mem = "-" if r["train_peak_mem_mb"] is None else f"{r['train_peak_mem_mb']:.0f}"
         mem_x = "-" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}"
-        cells.append([r["model"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}"])
+        cells.append([*(str(r[k]) for k in lead), r["model"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}"])
         for phase in ("infer", "train"):
             if r[f"{phase}_img_s"] is None:
                 cells[-1] += ["-", "-"]
                 continue
             lo, hi = r[f"{phase}_img_s_min"], r[f"{phase}_img_s_max"]
-            cells[-1] += [f"{r[f'{phase}_img_s']:.2f} ({lo:.2f}-{hi:.2f})", f"{r[f'{phase}_ratio']:.3f}"]
+            ratio = "-" if r[f"{phase}_ratio"] is None else f"{r[f'{phase}_ratio']:.3f}"
+            cells[-1] += [f"{r[f'{phase}_img_s']:.2f} ({lo:.2f}-{hi:.2f})", ratio]
         cells[-1] += [mem, mem_x]
-    return render_table(head, cells[1:])
+    return render_table(head, cells)
 
 
-def plot_rows(rows: list[dict], path: str | Path) -> Path:
+def plot_rows(rows: list[dict], path: str | Path, ylabel: str | None = None) -> Path:
     """Bar chart of the three ratios per model."""
     import matplotlib
 
@@ -229,15 +276,15 @@ def plot_rows(rows: list[dict], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = [("infer_ratio", "inference"), ("train_ratio", "training"), ("mem_ratio", "peak memory")]
-    keys = [(k, label) for k, label in keys if rows[0][k] is not None]
+    keys = [(k, label) for k, label in keys if any(r[k] is not None for r in rows)]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
     width = 0.8 / len(keys)
     for i, (key, label) in enumerate(keys):
         xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(rows))]
-        ax.bar(xs, [r[key] for r in rows], width, label=label)
+        ax.bar(xs, [r[key] or 0.0 for r in rows], width, label=label)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(rows)), [r["model"] for r in rows], rotation=20, ha="right")
-    ax.set_ylabel(f"ratio to {rows[0]['model']}")
+    ax.set_ylabel(ylabel or f"ratio to {rows[0]['model']}")
     ax.legend()
     fig.tight_layout()
     path = Path(path)

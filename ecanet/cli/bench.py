@@ -14,17 +14,40 @@ import torch
 from ..timing import provenance
 from .flags import positive_int
 
+SWEEP_PAIR = ["resnet50", "eca_resnet50"]
+SWEEP_MODES = ("batch_size", "image_size")
+
 
 def add_parser(sub) -> None:
     from ..bench import DEFAULT_MODELS
+    from ..bench_suite import SUITES
 
     p = sub.add_parser("bench", help="throughput and memory of models side by side, interleaved repeats")
     p.add_argument(
-        "--models", nargs="+", default=DEFAULT_MODELS, help="zoo names, NAME:plain, timm:eca_resnet50 or weights files"
+        "--models",
+        nargs="+",
+        default=None,
+        help=f"zoo names, NAME:plain, tv:NAME, ort:NAME, timm:eca_resnet50 or weights files; ratios are to the "
+        f"first (default {' '.join(DEFAULT_MODELS)}; with a sweep {' '.join(SWEEP_PAIR)})",
     )
     p.add_argument("--include-reference", action="store_true", help="add eca_resnet50:plain and timm's ECA")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--image-size", type=positive_int, default=224)
+    p.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        help="every family of the zoo at its native size and batch (ResNet-18/50/101 and MobileNetV2 at 224, "
+        "batch 16; CIFAR ResNet-20/56 at 32, batch 64): twin, SE, ECA and torchvision's model",
+    )
+    p.add_argument("--families", nargs="+", metavar="TWIN", help="with --suite: only these families (e.g. resnet20)")
+    p.add_argument(
+        "--batch-sizes", nargs="+", type=positive_int, metavar="N", help="sweep: one run per batch size (and a figure)"
+    )
+    p.add_argument(
+        "--image-sizes", nargs="+", type=positive_int, metavar="N", help="sweep: one run per image size (and a figure)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default 16 (with --suite: each family's own)")
+    p.add_argument(
+        "--image-size", type=positive_int, default=None, help="default 224 (with --suite: each family's own)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     p.add_argument("--channels-last", action="store_true")
@@ -45,21 +68,54 @@ def add_parser(sub) -> None:
         help="time inference only, with no training step in the process (as in deployment); implies --no-memory",
     )
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the ratios")
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="write a bar chart of the ratios (a sweep: the ratios against the size)"
+    )
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> None:
-    from ..bench import REFERENCE_MODELS, BenchConfig, format_rows, plot_rows, run_bench
+def _mode(args: argparse.Namespace) -> str:
+    """What to run: "suite", a sweep ("batch_size", "image_size") or "models"; conflicting flags refused."""
+    chosen = [flag for flag in ("suite", "batch_sizes", "image_sizes") if getattr(args, flag)]
+    if len(chosen) > 1:
+        first, second = (f"--{flag.replace('_', '-')}" for flag in chosen[:2])
+        raise ValueError(f"{first} and {second} cannot be combined; run them one at a time")
+    if args.families and not args.suite:
+        raise ValueError("--families needs --suite")
+    if args.suite and args.models:
+        raise ValueError("--suite chooses the models itself; leave out --models")
+    return {"suite": "suite", "batch_sizes": "batch_size", "image_sizes": "image_size"}.get(
+        chosen[0] if chosen else "", "models"
+    )
 
-    models = args.models + (REFERENCE_MODELS if args.include_reference else [])
+
+def _families(args: argparse.Namespace) -> list:
+    from ..bench_suite import SUITES
+
+    families = SUITES[args.suite]
+    if not args.families:
+        return families
+    unknown = sorted(set(args.families) - {f.twin for f in families})
+    if unknown:
+        raise ValueError(f"--families: unknown {', '.join(unknown)}; choose from {' '.join(f.twin for f in families)}")
+    return [f for f in families if f.twin in args.families]
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..bench import DEFAULT_MODELS, REFERENCE_MODELS, BenchConfig, format_rows, plot_rows, run_bench
+    from ..bench_suite import plot_sweep, run_suite, run_sweep
+
+    mode = _mode(args)
+    families = _families(args) if mode == "suite" else []
+    models = args.models or (DEFAULT_MODELS if mode == "models" else SWEEP_PAIR)
+    models = models + (REFERENCE_MODELS if args.include_reference else [])
     if args.include_reference and importlib.util.find_spec("timm") is None:
         models = [m for m in models if not m.startswith("timm:")]
         print('timm is not installed (the "timm" extra): timm:eca_resnet50 left out', file=sys.stderr)
     cfg = BenchConfig(
         models=models,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
+        batch_size=args.batch_size or 16,
+        image_size=args.image_size or 224,
         device=args.device,
         dtype=args.dtype,
         channels_last=args.channels_last,
@@ -71,17 +127,29 @@ def run(args: argparse.Namespace) -> None:
         memory_repeats=args.memory_repeats,
         train=not args.inference_only,
     )
-    rows = run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if mode == "suite":
+        rows, lead = run_suite(cfg, families, args.image_size, args.batch_size, log=log), ("family", "image_size")
+        shape = "each family at its own size and batch"
+    elif mode == "models":
+        rows, lead = run_bench(cfg, log=log), ()
+        shape = f"batch {cfg.batch_size}, {cfg.image_size}x{cfg.image_size}"
+    else:
+        values = args.batch_sizes if mode == "batch_size" else args.image_sizes
+        rows, lead = run_sweep(cfg, mode, values, log=log), ("batch_size", "image_size")
+        shape = f"{mode.replace('_', ' ')}s {' '.join(map(str, values))}"
     for line in provenance(shlex.join(["ecanet", *sys.argv[1:]]) if sys.argv[0].endswith("ecanet") else None):
         print(line)
     print(
-        f"batch {cfg.batch_size}, {cfg.image_size}x{cfg.image_size}, {cfg.device}, {cfg.dtype}, "
+        f"{shape}, {cfg.device}, {cfg.dtype}, "
         f"{'channels_last' if cfg.channels_last else 'NCHW'}, {'compiled' if cfg.compile else 'eager'}, "
         f"{torch.get_num_threads()} threads, {cfg.repeats} interleaved repeats"
         f"{'' if cfg.train else ', inference only'}; torch {torch.__version__}"
     )
-    print(format_rows(rows))
+    print(format_rows(rows, lead))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    if args.plot:
-        plot_rows(rows, args.plot)
+    if args.plot and mode in SWEEP_MODES:
+        plot_sweep(rows, mode, args.plot)
+    elif args.plot:
+        plot_rows(rows, args.plot, ylabel="ratio to the family's twin" if mode == "suite" else None)

@@ -3,7 +3,7 @@
 from .cbam import CBAM
 from .eca import ECA, eca_kernel_size
 from .factory import ATTENTIONS, ECA_ATTENTIONS, attention_attribute, create_attention, is_attention
-from .fused import eca_residual
+from .fused import fused_tail
 from .se import SE
 
 __all__ = [
@@ -15,6 +15,6 @@ __all__ = [
     "attention_attribute",
     "create_attention",
     "eca_kernel_size",
-    "eca_residual",
+    "fused_tail",
     "is_attention",
 ]

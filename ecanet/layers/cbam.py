@@ -27,18 +27,27 @@ class CBAM(nn.Module):
         self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
         self.spatial_bn = nn.BatchNorm2d(1)
 
-    def attention(self, x: Tensor) -> Tensor:
-        """The per-channel weights of the channel-attention half, shape (N, C)."""
+    def check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"CBAM: expected an (N, {self.channels}, H, W) input, got shape {tuple(x.shape)}")
-        avg = self.channel_mlp(x.mean((2, 3)))
-        mx = self.channel_mlp(x.amax((2, 3)))
-        return (avg + mx).sigmoid()
+
+    def channel_gate(self, avg: Tensor, mx: Tensor) -> Tensor:
+        """Channel weights (N, C) from the average- and max-pooled descriptors, through the shared MLP."""
+        return (self.channel_mlp(avg) + self.channel_mlp(mx)).sigmoid()
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The per-channel weights of the channel-attention half, shape (N, C)."""
+        self.check_input(x)
+        return self.channel_gate(x.mean((2, 3)), x.amax((2, 3)))
+
+    def spatial_gate(self, x: Tensor) -> Tensor:
+        """Per-position weights (N, 1, H, W) from the channel-wise mean and max maps."""
+        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)  # (N, 2, H, W)
+        return self.spatial_bn(self.spatial_conv(maps)).sigmoid()
 
     def forward(self, x: Tensor) -> Tensor:
         x = x * broadcast_channels(self.attention(x), x)
-        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)  # (N, 2, H, W)
-        return x * self.spatial_bn(self.spatial_conv(maps)).sigmoid()
+        return x * self.spatial_gate(x)
 
     def extra_ops(self, shape: tuple[int, ...]) -> int:
         """Per sample: two poolings and one gating on each of the channel and spatial halves."""

@@ -24,13 +24,20 @@ class SE(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
 
-    def attention(self, x: Tensor) -> Tensor:
-        """The per-channel weights, shape (N, C)."""
+    def check_input(self, x: Tensor) -> None:
         if x.ndim < 3 or x.shape[1] != self.channels:
             raise ValueError(
                 f"SE: input has shape {tuple(x.shape)}, but this layer was built for {self.channels} channels"
             )
-        return self.fc2(self.relu(self.fc1(spatial_mean(x)))).sigmoid()
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The per-channel weights, shape (N, C)."""
+        self.check_input(x)
+        return self.gate(spatial_mean(x))
+
+    def gate(self, pooled: Tensor) -> Tensor:
+        """Channel weights from the pooled descriptor: (N, C) -> (N, C), through the reducing MLP."""
+        return self.fc2(self.relu(self.fc1(pooled))).sigmoid()
 
     def forward(self, x: Tensor) -> Tensor:
         return x * broadcast_channels(self.attention(x), x)

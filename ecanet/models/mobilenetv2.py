@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
 
-from ..layers import create_attention
-from ..layers.fused import eca_residual, fast_path_applies, set_fused
+from ..layers import create_attention, is_attention
+from ..layers.fused import fast_path_applies, fused_tail, set_fused
 from .norm import freeze_parameters
 
 # t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
@@ -21,9 +21,9 @@ SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3
 
 
 class InvertedResidual(tv.InvertedResidual):
-    """torchvision's inverted residual plus attention after the projection BN; with ECA and ``fused``
-    the projection BN, the gate and the shortcut addition run as one step (``eca_residual``; in inference
-    written into the projection's output)."""
+    """torchvision's inverted residual plus attention after the projection BN; with ``fused`` the
+    projection BN, the attention (or none) and the shortcut addition run as one step (``fused_tail``; in
+    inference written into the projection's output)."""
 
     fused: bool = True
 
@@ -42,13 +42,14 @@ class InvertedResidual(tv.InvertedResidual):
             self.conv.append(create_attention(attn, oup, kernel_size))
 
     def forward(self, x: Tensor) -> Tensor:
-        *body, norm, attn = self.conv
+        attn = self.conv[-1] if is_attention(self.conv[-1]) else None
+        *body, norm = self.conv[:-1] if attn is not None else self.conv
         if not fast_path_applies(self.fused, attn, norm):
             return super().forward(x)
         out = x
         for layer in body:
             out = layer(out)
-        return eca_residual(attn, norm, out, x if self.use_res_connect else None, relu=False, inplace=True)
+        return fused_tail(attn, norm, out, x if self.use_res_connect else None, relu=False, inplace=True)
 
 
 class MobileNetV2(tv.MobileNetV2):

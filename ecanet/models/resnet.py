@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..layers import attention_attribute, create_attention
 from ..layers.eca import spatial_mean
-from ..layers.fused import eca_residual, fast_path_applies, set_fused, uses_running_stats
+from ..layers.fused import fast_path_applies, fused_tail, set_fused, uses_running_stats
 from .norm import freeze_parameters
 
 
@@ -29,11 +29,11 @@ def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
 
 class AttentionBlock(nn.Module):
     """What the residual blocks share: their attention module, by name (``eca``, ``se``, ``cbam``), and the
-    switch of the fused ECA step.
+    switch of the fused tail.
 
-    ``forward`` reads like Figure 2; when ``fused`` (the default) and the attention is ECA, the block's tail
-    (last BatchNorm, ECA, addition, ReLU) runs as one step with the same value (``eca_residual``; in
-    inference written into the last convolution's output), unless something watches the ECA module
+    ``forward`` reads like Figure 2; when ``fused`` (the default), the block's tail (last BatchNorm,
+    attention or none, addition, ReLU) runs as one step with the same value (``fused_tail``; in inference
+    written into the last convolution's output), unless something watches the norm or the attention
     (``fast_path_applies``); ``fused=False`` always runs the plain formulation.
     """
 
@@ -47,10 +47,14 @@ class AttentionBlock(nn.Module):
 
     def attention(self, x: Tensor) -> Tensor:
         """The block's channel attention (identity without one)."""
-        return x if self.attn_name is None else getattr(self, self.attn_name)(x)
+        return x if self.attn_name is None else self.attention_module(x)
+
+    @property
+    def attention_module(self) -> nn.Module | None:
+        return None if self.attn_name is None else getattr(self, self.attn_name)
 
     def _fuses(self, norm: nn.Module) -> bool:
-        return fast_path_applies(self.fused, getattr(self, self.attn_name or "", None), norm)
+        return fast_path_applies(self.fused, self.attention_module, norm)
 
 
 class BasicBlock(AttentionBlock):
@@ -85,7 +89,7 @@ class BasicBlock(AttentionBlock):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.conv2(out)
         if self._fuses(self.bn2):
-            return eca_residual(self.eca, self.bn2, out, identity, inplace=True)
+            return fused_tail(self.attention_module, self.bn2, out, identity, inplace=True)
         out = self.bn2(out)
         out = self.attention(out)
         out += identity
@@ -129,7 +133,8 @@ class Bottleneck(AttentionBlock):
         h = self.relu(self.bn2(self.conv2(out)))
         out = self.conv3(h)
         if self._fuses(self.bn3):
-            return eca_residual(self.eca, self.bn3, out, identity, x_mean=self._conv3_mean(h), inplace=True)
+            x_mean = None if self.attn_name is None else self._conv3_mean(h)
+            return fused_tail(self.attention_module, self.bn3, out, identity, x_mean=x_mean, inplace=True)
         out = self.bn3(out)
         out = self.attention(out)
         out += identity

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ecanet import ECA, create_model
-from ecanet.layers import eca_residual
+from ecanet import CBAM, ECA, SE, create_model
+from ecanet.layers import fused_tail
 from ecanet.models import BasicBlock, Bottleneck, set_fused
 from ecanet.models.mobilenetv2 import InvertedResidual
 
@@ -45,7 +45,10 @@ def compare(fused_block, x, rtol):
     return plain_block
 
 
-@pytest.mark.parametrize("attn", ["eca", "ceca", "eca_ns"])
+ATTENTIONS = [None, "eca", "ceca", "eca_ns", "se", "cbam"]
+
+
+@pytest.mark.parametrize("attn", ATTENTIONS)
 @pytest.mark.parametrize("kind", list(blocks("eca")))
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fused_equals_plain_fp64(attn, kind, channels_last):
@@ -62,16 +65,17 @@ def rel_err(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
+@pytest.mark.parametrize("attn", [None, "eca", "se", "cbam"])
 @pytest.mark.parametrize(
     "dtype,kind",
     [(torch.float32, kind) for kind in blocks("eca")]
     + [(torch.bfloat16, kind) for kind in ["basic", "bottleneck_down", "inverted_residual"]],
 )
-def test_fused_as_accurate_as_plain(dtype, kind):
+def test_fused_as_accurate_as_plain(attn, dtype, kind):
     """Below fp64 both formulations round differently (in bf16 a ReLU mask can even flip at y ~ 0), so each
     is compared with the fp64 result: the fused one must be about as close as the plain one."""
     torch.manual_seed(0)
-    block, c = blocks("eca")[kind]
+    block, c = blocks(attn)[kind]
     x = torch.randn(4, c, 8, 8)
     floor = 1e-5 if dtype == torch.float32 else 2e-2
     ref = run(copy.deepcopy(block).double(), x.double())
@@ -104,28 +108,57 @@ def random_norm(kind):
     return norm
 
 
+def random_attention(kind):
+    """An attention module for 32 channels with weights far from their initialisation (or None)."""
+    attention = {
+        None: lambda: None,
+        "eca": lambda: ECA(32, 5, gate="hard_sigmoid"),
+        "se": lambda: SE(32),
+        "cbam": lambda: CBAM(32),
+    }[kind]()
+    if attention is not None:
+        attention.double()
+        for p in attention.parameters():
+            nn.init.normal_(p, std=0.5)
+    return attention
+
+
+def reference_tail(attention, norm, x, identity, relu):
+    """The modules one after the other: act(attention(norm(x)) + identity)."""
+    y = norm(x)
+    y = y if attention is None else attention(y)
+    y = y + (0 if identity is None else identity)
+    return y.relu() if relu else y
+
+
+def buffers(*modules):
+    return [b for m in modules if m is not None for b in m.buffers()]
+
+
+def parameters(*modules):
+    return [p for m in modules if m is not None for p in m.parameters()]
+
+
+@pytest.mark.parametrize("attn", [None, "eca", "se", "cbam"])
 @pytest.mark.parametrize("norm_kind", list(NORMS))
 @pytest.mark.parametrize("identity,relu", [(True, True), (False, False), (True, False)])
-def test_eca_residual_function_against_reference(norm_kind, identity, relu):
-    """act(eca(norm(x)) + identity) against the modules run one after the other: output, every gradient,
-    and the norm's running statistics."""
+def test_fused_tail_against_reference(attn, norm_kind, identity, relu):
+    """act(attention(norm(x)) + identity) against the modules run one after the other: output, every
+    gradient, and the running statistics of the norm (and of CBAM's own BatchNorm)."""
     torch.manual_seed(0)
-    eca = ECA(32, 5, gate="hard_sigmoid").double()
-    nn.init.normal_(eca.conv.weight)
-    norm = random_norm(norm_kind)
-    ref_norm = copy.deepcopy(norm)
+    attention, norm = random_attention(attn), random_norm(norm_kind)
+    ref_attention, ref_norm = copy.deepcopy(attention), copy.deepcopy(norm)
     x = (torch.randn(2, 32, 6, 7, dtype=torch.float64) * 3 + 2).requires_grad_()
     idt = torch.randn(2, 32, 6, 7, dtype=torch.float64, requires_grad=True) if identity else None
-    ref = eca(ref_norm(x)) + (0 if idt is None else idt)
-    ref = ref.relu() if relu else ref
-    got = eca_residual(eca, norm, x, idt, relu=relu)
+    ref = reference_tail(ref_attention, ref_norm, x, idt, relu)
+    got = fused_tail(attention, norm, x, idt, relu=relu)
     torch.testing.assert_close(got, ref)
-    for a, b in zip(norm.buffers(), ref_norm.buffers()):
+    for a, b in zip(buffers(norm, attention), buffers(ref_norm, ref_attention), strict=True):
         torch.testing.assert_close(a, b)
     g = torch.randn_like(ref)
-    inputs = [x, eca.conv.weight] + ([idt] if identity else [])
-    got_grads = torch.autograd.grad(got, inputs + list(norm.parameters()), g)
-    ref_grads = torch.autograd.grad(ref, inputs + list(ref_norm.parameters()), g)
+    inputs = [x] + ([idt] if identity else [])
+    got_grads = torch.autograd.grad(got, inputs + parameters(attention, norm), g)
+    ref_grads = torch.autograd.grad(ref, inputs + parameters(ref_attention, ref_norm), g)
     assert len(got_grads) == len(ref_grads)
     for a, b in zip(got_grads, ref_grads):
         torch.testing.assert_close(a, b)
@@ -142,7 +175,7 @@ def test_batch_statistics_as_accurate_as_batchnorm_far_from_zero(offset):
     x[:, ::2] += offset
     bn, eca = nn.BatchNorm2d(16), ECA(16, 3)
     plain_bn, ref_bn, ref_eca = copy.deepcopy(bn), copy.deepcopy(bn).double(), copy.deepcopy(eca).double()
-    got = eca_residual(eca, bn, x.clone().requires_grad_())
+    got = fused_tail(eca, bn, x.clone().requires_grad_())
     plain = eca(plain_bn(x)).relu()
     ref = ref_eca(ref_bn(x.double())).relu()
     assert rel_err(got, ref) <= max(3 * rel_err(plain, ref), 1e-6)
@@ -150,26 +183,25 @@ def test_batch_statistics_as_accurate_as_batchnorm_far_from_zero(offset):
     assert rel_err(var, ref_var) <= max(2 * rel_err(plain_var, ref_var), 1e-6)
 
 
+@pytest.mark.parametrize("attn", [None, "eca", "se", "cbam"])
 @pytest.mark.parametrize("norm_kind", list(NORMS))
 @pytest.mark.parametrize("identity,relu", [(True, True), (False, False)])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_eca_residual_without_grad_against_reference(norm_kind, identity, relu, inplace):
-    """Without autograd (inference) the step is one affine map per (sample, channel): the modules' output
-    and running statistics; x is overwritten only when asked, the shortcut never."""
+def test_fused_tail_without_grad_against_reference(attn, norm_kind, identity, relu, inplace):
+    """Without autograd (inference) the tail never makes BatchNorm's output (for a channel gate or none it
+    is one affine map per sample and channel): the modules' output and running statistics; x is overwritten
+    only when asked, the shortcut never."""
     torch.manual_seed(0)
-    eca = ECA(32, 5).double()
-    nn.init.normal_(eca.conv.weight)
-    norm = random_norm(norm_kind)
-    ref_norm = copy.deepcopy(norm)
+    attention, norm = random_attention(attn), random_norm(norm_kind)
+    ref_attention, ref_norm = copy.deepcopy(attention), copy.deepcopy(norm)
     x = torch.randn(2, 32, 6, 7, dtype=torch.float64) * 3 + 2
     idt = torch.randn_like(x) if identity else None
     x_before, idt_before = x.clone(), None if idt is None else idt.clone()
     with torch.no_grad():
-        ref = eca(ref_norm(x)) + (0 if idt is None else idt)
-        ref = ref.relu() if relu else ref
-        got = eca_residual(eca, norm, x, idt, relu=relu, inplace=inplace)
+        ref = reference_tail(ref_attention, ref_norm, x, idt, relu)
+        got = fused_tail(attention, norm, x, idt, relu=relu, inplace=inplace)
     torch.testing.assert_close(got, ref)
-    for a, b in zip(norm.buffers(), ref_norm.buffers()):
+    for a, b in zip(buffers(norm, attention), buffers(ref_norm, ref_attention), strict=True):
         torch.testing.assert_close(a, b)
     assert (got.data_ptr() == x.data_ptr()) == inplace
     if not inplace:
@@ -178,46 +210,60 @@ def test_eca_residual_without_grad_against_reference(norm_kind, identity, relu, 
         assert torch.equal(idt, idt_before)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("norm_kind", ["train", "eval", "cumulative_average", "no_running_stats", "frozen"])
-def test_compiled_formulation_against_reference(norm_kind):
-    """Under torch.compile the fused step is written as one statistics reduction and one pointwise step;
-    it must give the modules' output, gradients and running statistics too."""
+def test_cbam_tail_takes_the_maximum_through_a_negative_scale():
+    """Without autograd CBAM's max-pooled descriptor comes from x: where BatchNorm's scale is negative the
+    maximum of its output is at x's minimum."""
     torch.manual_seed(0)
-    eca = ECA(32, 5)
-    nn.init.normal_(eca.conv.weight)
-    norm = random_norm(norm_kind).float()
-    ref_norm = copy.deepcopy(norm)
+    cbam, norm = random_attention("cbam").eval(), random_norm("eval")
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-2, 2, 32, dtype=torch.float64))
+        x = torch.randn(2, 32, 5, 5, dtype=torch.float64)
+        torch.testing.assert_close(fused_tail(cbam, norm, x, relu=False), cbam(norm(x)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attn", [None, "eca", "se", "cbam"])
+@pytest.mark.parametrize("norm_kind", ["train", "eval", "cumulative_average", "no_running_stats", "frozen"])
+def test_compiled_formulation_against_reference(attn, norm_kind):
+    """Under torch.compile the fused tail is written as plain operations (for a channel gate: one
+    statistics reduction and one pointwise step); it must give the modules' output, gradients and running
+    statistics too."""
+    torch.manual_seed(0)
+    attention, norm = random_attention(attn), random_norm(norm_kind)
+    attention, norm = attention and attention.float(), norm.float()
+    ref_attention, ref_norm = copy.deepcopy(attention), copy.deepcopy(norm)
     x = (torch.randn(2, 32, 6, 7) * 3 + 2).requires_grad_()
     idt = torch.randn(2, 32, 6, 7, requires_grad=True)
-    compiled = torch.compile(lambda a, b: eca_residual(eca, norm, a, b), fullgraph=True)
-    got, ref = compiled(x, idt), (eca(ref_norm(x)) + idt).relu()
+    compiled = torch.compile(lambda a, b: fused_tail(attention, norm, a, b), fullgraph=True)
+    got, ref = compiled(x, idt), reference_tail(ref_attention, ref_norm, x, idt, True)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
-    for a, b in zip(norm.buffers(), ref_norm.buffers()):
+    for a, b in zip(buffers(norm, attention), buffers(ref_norm, ref_attention), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     g = torch.randn_like(ref)
-    inputs = [x, idt, eca.conv.weight]
+    inputs = [x, idt]
     for a, b in zip(
-        torch.autograd.grad(got, inputs + list(norm.parameters()), g),
-        torch.autograd.grad(ref, inputs + list(ref_norm.parameters()), g),
+        torch.autograd.grad(got, inputs + parameters(attention, norm), g),
+        torch.autograd.grad(ref, inputs + parameters(ref_attention, ref_norm), g),
+        strict=True,
     ):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
-def test_gradcheck_fused_function():
+@pytest.mark.parametrize("attention", [None, ECA(8, 3), SE(8, reduction=4)], ids=["none", "eca", "se"])
+def test_gradcheck_fused_functions(attention):
     torch.manual_seed(0)
-    eca = ECA(8, 3).double()
+    attention = attention and attention.double()
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     idt = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     norm = nn.BatchNorm2d(8).double()
     nn.init.normal_(norm.weight)
-    assert torch.autograd.gradcheck(lambda a, b, w: eca_residual(eca, norm, a, b), (x, idt, norm.weight))
+    assert torch.autograd.gradcheck(lambda a, b, w: fused_tail(attention, norm, a, b), (x, idt, norm.weight))
 
 
 def test_unfusable_norm_is_refused_and_blocks_fall_back_to_plain():
     eca = ECA(8, 3)
     with pytest.raises(TypeError, match="GroupNorm"):
-        eca_residual(eca, nn.GroupNorm(2, 8), torch.randn(2, 8, 4, 4, requires_grad=True))
+        fused_tail(eca, nn.GroupNorm(2, 8), torch.randn(2, 8, 4, 4, requires_grad=True))
     torch.manual_seed(0)
     block = BasicBlock(8, 8, attn="eca", kernel_size=3)
     block.bn2 = nn.GroupNorm(2, 8)
@@ -225,7 +271,10 @@ def test_unfusable_norm_is_refused_and_blocks_fall_back_to_plain():
     torch.testing.assert_close(block(x), set_fused(copy.deepcopy(block), False)(x))
 
 
-@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
+@pytest.mark.parametrize(
+    "name",
+    ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2", "resnet50", "mobilenet_v2", "se_resnet50", "cbam_resnet18"],
+)
 def test_inference_path_equals_plain_and_works_in_place(name):
     """The blocks write the step into their convolution's output; eca_resnet50's bottlenecks also take the
     pooled descriptor from conv3's input mean here."""
@@ -348,3 +397,44 @@ def test_fused_training_step_refuses_double_backward():
     (grad,) = torch.autograd.grad(y, x, v, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "eca_resnet18"])
+def test_forward_hook_on_a_norm_makes_its_block_run_the_modules(name):
+    """The fused tail does not call the block's last BatchNorm in inference; a hook on it (a user's feature
+    probe, a pruning criterion) switches that block to the plain formulation, so the hook sees the norm run."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    bn = model.layer1[0].bn2
+    seen = []
+    bn.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out.clone())))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+        inp, out = seen[-1]
+        torch.testing.assert_close(out, bn(inp))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "eca_resnet18", "mobilenet_v2"])
+def test_fx_feature_extraction_traces_the_plain_formulation(name):
+    """torchvision's create_feature_extractor traces the model symbolically: blocks take the plain
+    formulation while traced (attention modules as leaves, as docs/fast-path.md says), and the extracted
+    maps equal the model's own stages."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    last = "layer4" if name.endswith("resnet18") else "features.18"
+    leaves = {"leaf_modules": [ECA, SE, CBAM]}
+    extractor = create_feature_extractor(model, return_nodes={last: "out"}, tracer_kwargs=leaves)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(extractor(x)["out"], model.forward_features(x))
+
+
+def test_fused_attention_free_block_keeps_no_more_than_the_plain_one():
+    torch.manual_seed(0)
+    for kind in ["basic", "bottleneck_down", "inverted_residual"]:
+        fused, c = blocks(None)[kind]
+        plain = set_fused(copy.deepcopy(fused), False)
+        x = torch.randn(2, c, 32, 32, requires_grad=True)
+        assert saved_bytes(fused, x) <= saved_bytes(plain, x)

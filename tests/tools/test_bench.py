@@ -7,6 +7,7 @@ from PIL import Image
 from ecanet.bench import _paired_ratio, build
 from ecanet.cli import main
 from ecanet.errors import MissingExtraError
+from tests.helpers import require_extra
 
 KEYS = {
     "model",
@@ -110,3 +111,93 @@ def test_bench_counts_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--models", "resnet20", flag, "0"])
     assert f"argument {flag}: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_zoo_twins_run_the_fused_tail_and_tv_specs_build_torchvision_models():
+    """Every zoo model runs the fused tail, the attention-free twin too (like with like); ``tv:`` is
+    torchvision's own model, the reference row."""
+    import torchvision
+
+    from ecanet.layers.fused import fast_path_applies
+
+    block = build("resnet20").layer1[0]
+    assert block.fused and fast_path_applies(block.fused, None, block.bn2)
+    assert type(build("tv:resnet18")) is torchvision.models.ResNet
+    assert type(build("tv:mobilenet_v2")) is torchvision.models.MobileNetV2
+    with pytest.raises(ValueError, match="unknown torchvision model 'tv:resnet5'"):
+        build("tv:resnet5")
+
+
+@pytest.mark.slow
+def test_bench_suite_runs_every_family_against_its_twin(tmp_path, capsys):
+    out_json, out_png = tmp_path / "suite.json", tmp_path / "suite.png"
+    args = ["bench", "--suite", "zoo", "--families", "resnet20", "mobilenet_v2", "--image-size", "32"]
+    args += ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory"]
+    assert main(args + ["--json", str(out_json), "--plot", str(out_png)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [(r["family"], r["model"]) for r in rows] == [
+        ("resnet20", "resnet20"),
+        ("resnet20", "se_resnet20"),
+        ("resnet20", "eca_resnet20"),
+        ("mobilenet_v2", "mobilenet_v2"),
+        ("mobilenet_v2", "se_mobilenet_v2"),
+        ("mobilenet_v2", "eca_mobilenet_v2"),
+        ("mobilenet_v2", "tv:mobilenet_v2"),
+    ]
+    for row in rows:
+        assert KEYS <= set(row) and row["image_size"] == 32 and row["batch_size"] == 2
+        assert row["infer_ratio"] > 0 and row["train_ratio"] > 0
+    assert rows[0]["infer_ratio"] == rows[3]["infer_ratio"] == 1.0  # each family against its own twin
+    assert rows[6]["params"] == rows[3]["params"]  # torchvision's MobileNetV2 is the twin's architecture
+    with Image.open(out_png) as im:
+        im.verify()
+    out = capsys.readouterr().out
+    assert "family" in out and "tv:mobilenet_v2" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flag,axis,values", [("--batch-sizes", "batch_size", [1, 3]), ("--image-sizes", "image_size", [16, 32])]
+)
+def test_bench_sweep_runs_the_pair_at_every_size(tmp_path, flag, axis, values):
+    out_json, out_png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    args = ["bench", "--models", "resnet20", "eca_resnet20", flag, *map(str, values), "--image-size", "32"]
+    args += ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory"]
+    assert main(args + ["--json", str(out_json), "--plot", str(out_png)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [(r[axis], r["model"]) for r in rows] == [(v, m) for v in values for m in ("resnet20", "eca_resnet20")]
+    other = {"batch_size": "image_size", "image_size": "batch_size"}[axis]
+    assert {r[other] for r in rows} == {32 if other == "image_size" else 2}
+    assert [r["infer_ratio"] for r in rows[::2]] == [1.0, 1.0]
+    with Image.open(out_png) as im:
+        im.verify()
+
+
+def test_bench_onnx_runtime_rows_time_inference_only(tmp_path):
+    require_extra("export")
+    out_json = tmp_path / "ort.json"
+    args = ["bench", "--models", "ort:resnet20", "ort:eca_resnet20", "--batch-size", "1", "--image-size", "32"]
+    assert main(args + ["--repeats", "2", "--warmup", "1", "--threads", "1", "--json", str(out_json)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["model"] for r in rows] == ["ort:resnet20", "ort:eca_resnet20"]
+    assert rows[1]["params"] - rows[0]["params"] == 27
+    for row in rows:
+        assert row["infer_img_s"] > 0 and row["infer_ratio"] > 0
+        assert row["train_img_s"] is row["train_ratio"] is row["train_peak_mem_mb"] is None
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--suite", "zoo", "--batch-sizes", "1", "2"], "--suite and --batch-sizes cannot be combined"),
+        (["--batch-sizes", "1", "--image-sizes", "32"], "--batch-sizes and --image-sizes cannot be combined"),
+        (["--families", "resnet20"], "--families needs --suite"),
+        (["--suite", "zoo", "--families", "resnet21"], "--families: unknown resnet21; choose from resnet18"),
+        (["--suite", "zoo", "--models", "resnet20"], "--suite chooses the models itself"),
+        (["--models", "ort:resnet20", "--compile"], "ort:resnet20: ONNX Runtime rows run on the CPU in float32"),
+    ],
+)
+def test_bench_conflicting_flags_are_one_line_errors(extra, message, capsys):
+    assert main(["bench", *extra, "--no-memory", "--repeats", "1", "--image-size", "32", "--batch-size", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -1,24 +1,27 @@
-"""The fused ECA step: a block's last BatchNorm, the ECA gate, the residual addition and the activation as
-one step, equal in value and gradient to ``act(eca(norm(x)) + identity)`` with less memory traffic and no
-extra activation kept for backward. An optimisation the blocks apply to the plain formulation, one job per
-module: ``statistics`` (BatchNorm's statistics and running-stat update), ``kernels`` (the low-level kernels,
-each with its reference), ``function`` (the training step's autograd Function and its derivation),
-``inference`` (inference and torch.compile), ``switch`` (when it runs). docs/fast-path.md measures it."""
+"""The fused tail: a block's last BatchNorm, its attention (ECA, SE, CBAM or none), the residual addition and
+the activation as one step, equal in value and gradient to ``act(attention(norm(x)) + identity)`` with less
+memory traffic and, for channel gates, no extra activation kept for backward. An optimisation the blocks
+apply to the plain formulation, to every attention alike so that a model and its attention-free twin are
+measured like with like. One job per module: ``statistics`` (BatchNorm's statistics and running-stat
+update), ``kernels`` (the low-level kernels, each with its reference), ``function`` (the training steps'
+autograd Functions and their derivation), ``inference`` (inference and torch.compile), ``cbam`` (CBAM's
+tail), ``switch`` (when it runs). docs/fast-path.md measures it."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ..eca import ECA
-from .function import NormECAResidual
+from ..cbam import CBAM
+from .cbam import cbam_tail
+from .function import AddReLU, NormGateResidual
 from .inference import affine_step
 from .statistics import is_fusable_norm, uses_running_stats
 from .switch import fast_path_applies, plain_formulation, set_fused
 
 __all__ = [
-    "eca_residual",
     "fast_path_applies",
+    "fused_tail",
     "is_fusable_norm",
     "plain_formulation",
     "set_fused",
@@ -26,8 +29,15 @@ __all__ = [
 ]
 
 
-def eca_residual(
-    eca: ECA,
+def _add_act(z: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
+    """act(z + identity) for a fresh z (BatchNorm's output), in place."""
+    if identity is None:
+        return z.relu_() if relu else z
+    return AddReLU.apply(z, identity) if relu else z.add_(identity)
+
+
+def fused_tail(
+    attention: nn.Module | None,
     norm: nn.Module,
     x: Tensor,
     identity: Tensor | None = None,
@@ -35,7 +45,8 @@ def eca_residual(
     x_mean: Tensor | None = None,
     inplace: bool = False,
 ) -> Tensor:
-    """``act(eca(norm(x)) + identity)`` where act is ReLU (``relu=True``) or nothing.
+    """``act(attention(norm(x)) + identity)`` where act is ReLU (``relu=True``) or nothing and attention is
+    ECA (or a variant), SE, CBAM or None.
 
     ``norm`` is the BatchNorm before the attention (``is_fusable_norm``). ``x_mean``, x's spatial mean if
     the caller has it more cheaply than by reading x, is used where ``norm`` runs on running statistics
@@ -44,8 +55,15 @@ def eca_residual(
     reads).
     """
     if not is_fusable_norm(norm):
-        raise TypeError(f"eca_residual: cannot fuse {type(norm).__name__}; use the plain formulation")
-    eca.check_input(x)
+        raise TypeError(f"fused_tail: cannot fuse {type(norm).__name__}; use the plain formulation")
+    if attention is not None:
+        attention.check_input(x)
+    inplace = inplace and not torch.is_grad_enabled()
+    if isinstance(attention, CBAM):
+        return cbam_tail(attention, norm, x, identity, relu, inplace)
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        return NormECAResidual.apply(x, identity, relu, norm, eca, *norm.parameters(), *eca.parameters())
-    return affine_step(eca, norm, x, identity, relu, x_mean, inplace and not torch.is_grad_enabled())
+        if attention is None:
+            return _add_act(norm(x), identity, relu)
+        params = (*norm.parameters(), *attention.parameters())
+        return NormGateResidual.apply(x, identity, relu, norm, attention, *params)
+    return affine_step(attention, norm, x, identity, relu, x_mean, inplace)

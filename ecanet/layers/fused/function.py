@@ -1,12 +1,13 @@
-"""The fused ECA training step as one autograd Function: ``act(s * norm(x) + identity)`` with the ECA gate
-s = gate(mean_S(norm(x))), forward and backward written out so that nothing full-size is kept beyond what
-a plain ResNet keeps (BatchNorm's input x and the block output y).
+"""The fused training steps as autograd Functions. ``NormGateResidual``: ``act(s * norm(x) + identity)`` with
+a channel gate s = gate(mean_S(norm(x))) (ECA's or SE's), forward and backward written out so that nothing
+full-size is kept beyond what a plain ResNet keeps (BatchNorm's input x and the block output y).
+``AddReLU``: the addition and ReLU of a block without attention, one pass each way.
 
 Forward, per sample n and channel c (S: the spatial positions, m = N * |S| per channel):
     x_hat = (x - mu) * r,  r = 1 / sqrt(var + eps)        mu, var: batch or running statistics
     z = w * x_hat + b = x * scale + shift                  BatchNorm, an affine map per channel
     p[n, c] = mean_S z = mean_S(x) * scale + shift         ECA's pooled descriptor, from x's spatial mean
-    s = gate(p)                                            ECA: 1-D conv over channels + sigmoid
+    s = gate(p)                                            ECA: 1-D conv over channels + sigmoid; SE: MLP
     y = act(s * z + identity)                              act: ReLU or nothing
 
 Backward, with G = dL/dy * act'(.) (ReLU's mask, read off y):
@@ -31,16 +32,18 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..eca import ECA
 from .kernels import add_relu_, channel_sums, per_channel, relu_backward, scale_shift
 from .statistics import affine, statistics
 
 
-class NormECAResidual(torch.autograd.Function):
-    """``act(eca(norm(x)) + identity)`` in training; see the module docstring for the derivation."""
+class NormGateResidual(torch.autograd.Function):
+    """``act(attention(norm(x)) + identity)`` in training, for a channel gate (a module with
+    ``gate(pooled) -> weights``, both (N, C)); see the module docstring for the derivation."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, identity: Tensor | None, relu: bool, norm: nn.Module, eca: ECA, *params: Tensor):
+    def forward(
+        ctx, x: Tensor, identity: Tensor | None, relu: bool, norm: nn.Module, attention: nn.Module, *params: Tensor
+    ):
         acc = torch.promote_types(x.dtype, torch.float32)  # per-channel arithmetic in >= fp32
         stats = statistics(norm, x)
         mean, invstd = stats.mean.to(acc), (stats.var.to(acc) + norm.eps).rsqrt()
@@ -50,7 +53,7 @@ class NormECAResidual(torch.autograd.Function):
         pooled, xhat_mean = pooled.to(x.dtype), x_centred * invstd
         with torch.enable_grad():  # the gate's small graph is kept for backward rather than recomputed
             pooled = pooled.requires_grad_()
-            s = eca.gate(pooled)
+            s = attention.gate(pooled)
         sd = s.detach().to(acc)
         y = scale_shift(x, scale * sd, shift * sd, out=torch.empty_like(x))  # s * z, the one new buffer
         if identity is not None:
@@ -59,7 +62,7 @@ class NormECAResidual(torch.autograd.Function):
             y = y.relu_()
         ctx.relu, ctx.batch, ctx.has_identity = relu, stats.batch, identity is not None
         ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
-        ctx.gate = (pooled, s, list(eca.parameters()))
+        ctx.gate = (pooled, s, list(attention.parameters()))
         ctx.save_for_backward(x, y, mean, invstd, scale, xhat_mean, norm.weight, norm.bias)
         return y
 
@@ -73,9 +76,9 @@ class NormECAResidual(torch.autograd.Function):
         dx = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
         g_sum, g_xhat = channel_sums(g, x, mean, invstd, dx)
         ds = (1 if weight is None else weight.to(acc)) * g_xhat + (0 if bias is None else bias.to(acc) * g_sum)
-        pooled, s, eca_params = ctx.gate
+        pooled, s, gate_params = ctx.gate
         # retain_graph: backward may run more than once over a retained outer graph (e.g. gradcheck)
-        d_pooled, *d_eca = torch.autograd.grad(s, [pooled, *eca_params], ds.to(s.dtype), retain_graph=True)
+        d_pooled, *d_gate = torch.autograd.grad(s, [pooled, *gate_params], ds.to(s.dtype), retain_graph=True)
         d_pooled, s = d_pooled.to(acc), s.detach().to(acc)
 
         d_bias = (s * g_sum + d_pooled).sum(0)
@@ -90,4 +93,24 @@ class NormECAResidual(torch.autograd.Function):
         if ctx.batch:
             dx.addcmul_(x, per_channel(x_coef, x))
         d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
-        return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_eca)
+        return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_gate)
+
+
+class AddReLU(torch.autograd.Function):
+    """relu(z + identity) into z: the tail of a block without attention after its BatchNorm. One pass
+    forward (``add_relu_``) where the plain formulation makes two, and ReLU's usual backward: the gradient
+    where the output is positive, for both operands. z must be a fresh tensor (BatchNorm's output)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, identity: Tensor) -> Tensor:
+        y = add_relu_(z, identity)
+        ctx.mark_dirty(z)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        (y,) = ctx.saved_tensors
+        g = relu_backward(g, y)
+        return g, g

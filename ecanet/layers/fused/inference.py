@@ -1,8 +1,9 @@
-"""The fused ECA step as plain tensor operations, for inference and torch.compile.
+"""The fused step as plain tensor operations, for inference and torch.compile.
 
-With its statistics known, BatchNorm is an affine map per channel, so ``act(eca(norm(x)) + identity)`` is
-``act(x * (scale * s) + shift * s + identity)`` with per-(sample, channel) coefficients, and ECA's pooled
-descriptor is mean_S(x) * scale + shift: no BatchNorm output is needed. In eager inference the result may
+With its statistics known, BatchNorm is an affine map per channel, so ``act(gate(norm(x)) + identity)`` is
+``act(x * (scale * s) + shift * s + identity)`` with per-(sample, channel) coefficients, and the gate's
+pooled descriptor is mean_S(x) * scale + shift: no BatchNorm output is needed. Without attention, s = 1 and
+the coefficients are per channel. In eager inference the result may
 overwrite x. Under torch.compile Inductor generates the fused kernels and the backward from these
 operations; custom autograd code would only hide the maths from it.
 """
@@ -12,21 +13,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..eca import ECA
 from .kernels import per_channel
 from .statistics import affine, statistics
 
 
 def affine_step(
-    eca: ECA, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool, x_mean: Tensor | None, inplace: bool
+    attention: nn.Module | None,
+    norm: nn.Module,
+    x: Tensor,
+    identity: Tensor | None,
+    relu: bool,
+    x_mean: Tensor | None,
+    inplace: bool,
 ) -> Tensor:
-    """act(x * scale * s + shift * s + identity), into x itself when ``inplace``."""
-    stats = statistics(norm, x, x_mean)
+    """act(x * scale * s + shift * s + identity) for a channel gate (ECA, SE; s = 1 without attention),
+    into x itself when ``inplace``."""
+    stats = statistics(norm, x, x_mean, per_sample=attention is not None)
     scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
-    s = eca.gate((stats.mean_nc * scale + shift).to(x.dtype))
-    # One stacked (2, N, C) tensor: Inductor computes a stack once, in the gate's small kernel, instead of
-    # inlining two products (and BatchNorm's rsqrt) into the full-size kernel for every element.
-    a, b = torch.stack((scale * s, shift * s)).to(x.dtype)
+    if attention is not None:
+        s = attention.gate((stats.mean_nc * scale + shift).to(x.dtype))
+        scale, shift = scale * s, shift * s
+    # One stacked tensor: Inductor computes a stack once, in the gate's small kernel, instead of inlining
+    # two products (and BatchNorm's rsqrt) into the full-size kernel for every element.
+    a, b = torch.stack((scale, shift)).to(x.dtype)
     return scale_add(x, a, b, identity, relu, x if inplace else None)
 
 

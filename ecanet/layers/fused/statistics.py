@@ -28,10 +28,11 @@ def uses_running_stats(norm: nn.Module) -> bool:
 
 
 class Statistics(NamedTuple):
-    """What one forward of the norm needs: x's spatial mean per (sample, channel), the per-channel mean and
-    variance the norm normalises with (>= fp32), and whether those are the batch's."""
+    """What one forward of the norm needs: x's spatial mean per (sample, channel) (None where not asked
+    for), the per-channel mean and variance the norm normalises with (>= fp32), and whether those are the
+    batch's."""
 
-    mean_nc: Tensor
+    mean_nc: Tensor | None
     mean: Tensor
     var: Tensor
     batch: bool
@@ -59,16 +60,17 @@ def batch_variance(x: Tensor, mean: Tensor) -> Tensor:
     return var
 
 
-def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None) -> Statistics:
+def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sample: bool = True) -> Statistics:
     """The statistics ``norm`` normalises x with; with batch statistics the running ones are updated as
-    BatchNorm does. ``x_mean`` (x's spatial mean, if the caller has it) is used with running statistics."""
+    BatchNorm does. ``x_mean`` (x's spatial mean, if the caller has it) is used with running statistics;
+    ``per_sample=False`` skips that mean where the norm does not need it (no gate to feed)."""
     expected = FUSED_NORMS[type(norm)]
     if x.ndim != expected:
         raise ValueError(f"{type(norm).__name__}: expected a {expected}-D input, got shape {tuple(x.shape)}")
     dims, acc = tuple(range(2, x.ndim)), torch.promote_types(x.dtype, torch.float32)
     factor = 0.0 if isinstance(norm, FrozenBatchNorm2d) else _momentum(norm)
     if uses_running_stats(norm):
-        mean_nc = x.mean(dims, dtype=acc) if x_mean is None else x_mean
+        mean_nc = x_mean if x_mean is not None or not per_sample else x.mean(dims, dtype=acc)
         return Statistics(mean_nc, norm.running_mean, norm.running_var, False)
     if torch.compiler.is_compiling():  # one reduction, which Inductor fuses: mean and variance per (n, c)
         var_nc, mean_nc = torch.var_mean(x, dims, correction=0)

@@ -9,26 +9,37 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..cbam import CBAM
 from ..eca import ECA
+from ..se import SE
 from .statistics import is_fusable_norm
+
+FUSED_ATTENTIONS = (ECA, SE, CBAM)
+
+
+def _watched(module: nn.Module | None) -> bool:
+    return module is not None and bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def fast_path_applies(enabled: bool, attention: nn.Module | None, norm: nn.Module) -> bool:
     """Whether a block's tail (norm, attention, addition, activation) runs fused.
 
-    It does when switched on, with ECA after a fusable norm, and while nothing watches the ECA module run:
-    the fused step computes the gate without calling the module, so a module with hooks (``viz``,
-    ``complexity``, your own), a trace (TorchScript) or an export (``torch.export``, ONNX) takes the plain
-    formulation, which has the same value.
+    It does when switched on, with ECA, SE, CBAM or no attention after a fusable norm, and while nothing
+    watches the norm or the attention run: the fused step computes them without calling the modules, so a
+    module with hooks (``viz``, ``complexity``, your own), a trace (TorchScript, torch.fx) or an export
+    (``torch.export``, ONNX) takes the plain formulation, which has the same value.
     """
-    if not (enabled and isinstance(attention, ECA) and is_fusable_norm(norm)):
+    known = attention is None or type(attention) in FUSED_ATTENTIONS
+    if not (enabled and known and is_fusable_norm(norm)):
         return False
-    watched = attention._forward_hooks or attention._forward_pre_hooks
-    return not (watched or torch.jit.is_tracing() or torch.compiler.is_exporting())
+    tracing = (
+        torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_exporting()
+    )
+    return not (_watched(norm) or _watched(attention) or tracing)
 
 
 def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every block of ``model`` between the fused ECA step (True) and the plain formulation."""
+    """Switch every block of ``model`` between the fused tail (True) and the plain formulation."""
     for m in model.modules():
         if hasattr(m, "fused"):
             m.fused = enabled
@@ -37,7 +48,7 @@ def set_fused(model: nn.Module, enabled: bool) -> nn.Module:
 
 @contextmanager
 def plain_formulation(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily run every block with the plain ECA formulation (for comparisons and benchmarks)."""
+    """Temporarily run every block with the plain formulation (for comparisons, benchmarks, graph tracing)."""
     previous = {m: m.fused for m in model.modules() if hasattr(m, "fused")}
     set_fused(model, False)
     try:
