@@ -1,10 +1,15 @@
-"""Detectors with plain and ECA backbones side by side: params, FLOPs at one image size, inference img/s.
+"""Detectors with plain and ECA backbones side by side: params, FLOPs at one image size, inference img/s,
+and with ``--train`` the img/s of a training step (forward, losses, backward, SGD) on the frozen-BatchNorm
+backbones detection uses.
 
     python benchmarks/detection.py --size 800 1333 --repeats 3
     python benchmarks/detection.py --kinds retinanet --backbones resnet50 eca_resnet50 resnet101 eca_resnet101
+    python benchmarks/detection.py --kinds faster_rcnn --size 320 320 --train --repeats 9
 
 FLOPs (multiply-accumulates, as the paper counts) come from torch.utils.flop_counter on one forward pass in
-eval mode, for the backbone with its FPN and for the whole detector; timings are medians of interleaved repeats (A B A B ...). No assertions.
+eval mode, for the backbone with its FPN and for the whole detector; timings are medians of interleaved
+repeats (A B A B ...), and a ratio is the median over repeats of the paired ratio to the first backbone.
+No assertions.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import statistics
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ecanet.bench import _paired_ratio
 from ecanet.detection import create_detector
 from ecanet.table import render_table
 from ecanet.timing import interleaved, provenance
@@ -26,6 +32,7 @@ def main() -> None:
     p.add_argument("--backbones", nargs="+", default=["resnet50", "eca_resnet50"])
     p.add_argument("--size", type=int, nargs=2, default=[800, 1333], metavar=("H", "W"))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train", action="store_true", help="also time a training step (two boxes, one image)")
     args = p.parse_args()
     h, w = args.size
     image = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))]
@@ -49,27 +56,45 @@ def main() -> None:
                 total.get_total_flops() // 2,
             ]
         seconds = interleaved({key: (lambda m=model: m(image)) for key, model in models.items()}, args.repeats)
-        times = {key: [1 / t for t in ts] for key, ts in seconds.items()}
+    phases = {"infer": {key: [1 / t for t in ts] for key, ts in seconds.items()}}
+    if args.train:
+        steps = {key: training_step(model, image) for key, model in models.items()}
+        seconds = interleaved(steps, args.repeats, warmup=1)
+        phases["train"] = {key: [1 / t for t in ts] for key, ts in seconds.items()}
     body = []
     for (kind, backbone), (params, body_macs, macs) in rows.items():
-        base = statistics.median(times[(kind, args.backbones[0])])
-        ips = statistics.median(times[(kind, backbone)])
-        body.append(
-            [
-                kind,
-                backbone,
-                f"{params / 1e6:.3f}",
-                f"{body_macs / 1e9:.2f}",
-                f"{macs / 1e9:.2f}",
-                f"{ips:.3f}",
-                f"{ips / base:.3f}",
-            ]
-        )
+        body.append([kind, backbone, f"{params / 1e6:.3f}", f"{body_macs / 1e9:.2f}", f"{macs / 1e9:.2f}"])
+        for times in phases.values():
+            ratio = _paired_ratio(times[(kind, backbone)], times[(kind, args.backbones[0])])
+            body[-1] += [f"{statistics.median(times[(kind, backbone)]):.3f}", f"{ratio:.3f}"]
     print("\n".join(provenance()))
-    print(f"{h}x{w}, batch 1, eval, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{h}x{w}, batch 1, {args.repeats} interleaved repeats, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print("Total GMACs include the heads, whose work depends on how many proposals survive (random weights here).")
-    header = ["detector", "backbone", "params (M)", "backbone+FPN GMACs", "total GMACs", "img/s", "x"]
+    header = ["detector", "backbone", "params (M)", "backbone+FPN GMACs", "total GMACs", "infer img/s", "x"]
+    header += ["train img/s", "x"] if args.train else []
     print(render_table(header, body))
+
+
+def training_step(model: torch.nn.Module, image: list[torch.Tensor]):
+    """One SGD step of ``model`` on ``image`` with two boxes (and their masks for Mask R-CNN)."""
+    _, h, w = image[0].shape
+    boxes = torch.tensor([[0.1 * w, 0.1 * h, 0.5 * w, 0.6 * h], [0.4 * w, 0.3 * h, 0.9 * w, 0.9 * h]])
+    masks = torch.zeros(2, h, w, dtype=torch.uint8)
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist(), strict=True):
+        mask[y0:y1, x0:x1] = 1
+    targets = [{"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks}]
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        model.train()
+        loss = sum(model(image, targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class Bottleneck(AttentionBlock):
         h = self.relu(self.bn2(self.conv2(out)))
         out = self.conv3(h)
         if self._fuses(self.bn3):
-            x_mean = None if self.attn_name is None else self._conv3_mean(h)
+            x_mean = self._conv3_mean(h) if hasattr(self.attention_module, "gate") else None  # channel gates
             return fused_tail(self.attention_module, self.bn3, out, identity, x_mean=x_mean, inplace=True)
         out = self.bn3(out)
         out = self.attention(out)

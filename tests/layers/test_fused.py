@@ -333,14 +333,20 @@ def test_fused_keeps_no_more_than_resnet(kind):
 
 
 @pytest.mark.parametrize(
-    "kind,train",
-    [(kind, True) for kind in ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"]]
-    + [("bottleneck", False)],  # eval: the pooled descriptor from conv3's input mean, autograd through it
+    "attn,kind,train",
+    [("eca", kind, True) for kind in ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"]]
+    + [("eca", "bottleneck", False)]  # eval: the pooled descriptor from conv3's input mean, autograd through it
+    + [
+        (attn, kind, train)
+        for attn in [None, "se", "cbam"]
+        for kind in ["basic", "inverted_residual"]
+        for train in [True, False]
+    ],
 )
 @pytest.mark.slow
-def test_fused_under_torch_compile(kind, train):
+def test_fused_under_torch_compile(attn, kind, train):
     torch.manual_seed(0)
-    block, c = blocks("eca")[kind]
+    block, c = blocks(attn)[kind]
     block.train(train)
     plain = set_fused(copy.deepcopy(block), False)
     compiled = torch.compile(block)

@@ -87,6 +87,8 @@ def test_bottleneck_dilation_equals_torchvision(output_stride, dilate):
         torch.testing.assert_close(
             ours.forward_features(x),
             tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x)))))))),
+            atol=1e-4,
+            rtol=1e-4,
         )
 
 
