@@ -231,6 +231,7 @@ def test_compiled_formulation_against_reference(attn, norm_kind):
     """Under torch.compile the fused tail is written as plain operations (for a channel gate: one
     statistics reduction and one pointwise step); it must give the modules' output, gradients and running
     statistics too."""
+    torch._dynamo.reset()  # a fresh recompile budget: every case compiles the same function anew
     torch.manual_seed(0)
     attention, norm = random_attention(attn), random_norm(norm_kind)
     attention, norm = attention and attention.float(), norm.float()
@@ -344,6 +345,7 @@ def test_fused_keeps_no_more_than_resnet(kind):
 )
 @pytest.mark.slow
 def test_fused_under_torch_compile(attn, kind, train):
+    torch._dynamo.reset()
     torch.manual_seed(0)
     block, c = blocks(attn)[kind]
     block.train(train)
