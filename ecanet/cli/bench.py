@@ -15,7 +15,6 @@ from ..timing import provenance
 from .flags import positive_int
 
 SWEEP_PAIR = ["resnet50", "eca_resnet50"]
-SWEEP_MODES = ("batch_size", "image_size")
 
 
 def add_parser(sub) -> None:
@@ -103,7 +102,7 @@ def _families(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> None:
     from ..bench import DEFAULT_MODELS, REFERENCE_MODELS, BenchConfig, format_rows, plot_rows, run_bench
-    from ..bench_suite import plot_sweep, run_suite, run_sweep
+    from ..bench_suite import SWEEP_AXES, plot_sweep, run_suite, run_sweep
 
     mode = _mode(args)
     families = _families(args) if mode == "suite" else []
@@ -149,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
     print(format_rows(rows, lead))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    if args.plot and mode in SWEEP_MODES:
+    if args.plot and mode in SWEEP_AXES:
         plot_sweep(rows, mode, args.plot)
     elif args.plot:
         plot_rows(rows, args.plot, ylabel="ratio to the family's twin" if mode == "suite" else None)

@@ -45,8 +45,12 @@ class CBAM(nn.Module):
         maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)  # (N, 2, H, W)
         return self.spatial_bn(self.spatial_conv(maps)).sigmoid()
 
+    def channel_half(self, x: Tensor) -> Tensor:
+        """x weighted by the channel-attention half (what the spatial half takes)."""
+        return x * broadcast_channels(self.attention(x), x)
+
     def forward(self, x: Tensor) -> Tensor:
-        x = x * broadcast_channels(self.attention(x), x)
+        x = self.channel_half(x)
         return x * self.spatial_gate(x)
 
     def extra_ops(self, shape: tuple[int, ...]) -> int:

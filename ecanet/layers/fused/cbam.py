@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from ..cbam import CBAM
-from ..eca import broadcast_channels
 from .kernels import per_channel, scale_shift
 from .statistics import affine, statistics
 
@@ -36,8 +35,7 @@ def _channel_gated(cbam: CBAM, norm: nn.Module, x: Tensor, inplace: bool) -> Ten
 def cbam_tail(cbam: CBAM, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool, inplace: bool) -> Tensor:
     """``act(cbam(norm(x)) + identity)``; ``inplace`` lets the result overwrite x (no autograd only)."""
     if torch.is_grad_enabled():  # autograd through the modules; the last product, addition and act fuse
-        z = norm(x)
-        gated = z * broadcast_channels(cbam.attention(z), z)
+        gated = cbam.channel_half(norm(x))
     else:
         gated = _channel_gated(cbam, norm, x, inplace)
     spatial = cbam.spatial_gate(gated)
