@@ -1,16 +1,20 @@
-"""Cost of ECA in the tail of a ResNet-50 bottleneck, stage by stage, without the rest of the network.
+"""Cost of attention in the tail of a ResNet block, stage by stage, without the rest of the network.
 
-The tail is what ECA changes: ``relu(bn3(x) + identity)`` in ResNet-50 (x * 1.0, the input, stands for
-conv3's output and is the same in every variant), ``relu(eca(bn3(x)) + identity)``
-in ECA-ResNet-50. Each variant runs a training step (forward + backward) and an inference step (forward
-without autograd; the fast path writes into conv3's output as the blocks do, but reads the pooled
-descriptor from x, where the bottleneck reads conv3's smaller input at stages 1-3) on the tensor shapes of the
-four stages (batch 16, 224x224 input), with timed repeats interleaved; the table gives median milliseconds
-and the extra time over ResNet's tail, and the last lines the extra per step summed over the 3, 4, 6, 3
-blocks of the stages (negative: faster than ResNet's tail).
-Whole-network timings (``ecanet bench``) carry the noise of everything else in the step; this isolates ECA.
+The tail is what attention changes: ``relu(attention(bn(x)) + identity)`` after the block's last
+convolution (x * 1.0, the input, stands for that convolution's output and is the same in every variant).
+Variants: ``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU),
+``twin`` (the zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca``
+(their fused tails) and ``eca plain`` (ECA's plain formulation). Each runs a training step (forward +
+backward) and an inference step (forward without autograd, written into the convolution's output as the
+blocks do) on the tensor shapes of the model's stages, timed repeats interleaved (a short step runs several
+times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators one
+step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
+which is what ECA's cost is made of on small maps); the last line sums the extra per network step over the
+stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of everything else in the step;
+this isolates the tail.
 
-    python benchmarks/block_tail.py --repeats 21
+    python benchmarks/block_tail.py --repeats 21                              # ResNet-50, batch 16, 224
+    python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21    # CIFAR, 32x32
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from ecanet.layers import ECA, fused_tail
+from ecanet.layers import ECA, SE, fused_tail
 from ecanet.models.registry import stage_shapes
-from ecanet.timing import interleaved, provenance
+from ecanet.timing import calls_per_repeat, interleaved, provenance
 
 
 def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str, Callable[[], None]]:
@@ -32,10 +37,11 @@ def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str
     x = torch.randn(shape, requires_grad=train)
     identity = torch.randn(shape, requires_grad=train)
     grad = torch.randn(shape)
-    bn, eca = nn.BatchNorm2d(channels).train(train), ECA(channels, k)
+    bn = nn.BatchNorm2d(channels).train(train)
+    eca, se = ECA(channels, k), SE(channels)
     finish = (lambda y: y.backward(grad)) if train else (lambda y: None)
 
-    def resnet() -> None:  # as torchvision's Bottleneck: in-place addition and ReLU
+    def plain() -> None:  # as torchvision's blocks: in-place addition and ReLU
         out = bn(x * 1.0)
         out += identity
         finish(torch.relu_(out))
@@ -45,34 +51,58 @@ def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str
         out += identity
         finish(torch.relu_(out))
 
-    def eca_fast() -> None:
-        finish(fused_tail(eca, bn, x * 1.0, identity, inplace=True))
+    def fused(attention: nn.Module | None) -> Callable[[], None]:
+        return lambda: finish(fused_tail(attention, bn, x * 1.0, identity, inplace=True))
 
-    return {"resnet50": resnet, "eca plain": eca_plain, "eca fast path": eca_fast}
+    return {"twin": fused(None), "plain": plain, "se": fused(se), "eca": fused(eca), "eca plain": eca_plain}
+
+
+class _OpCount(TorchDispatchMode):
+    """Counts the ATen operators dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def op_count(fn: Callable[[], None]) -> int:
+    with _OpCount() as mode:
+        fn()
+    return mode.count
 
 
 def measure(args: argparse.Namespace, train: bool) -> None:
     phase = "training" if train else "inference"
     total: dict[str, float] = {}
-    print(f"{'stage shape':>22}  {'variant':>14}  {phase + ' ms':>13}  {'extra ms':>8}")
-    for channels, size, blocks, k in stage_shapes("resnet50"):
+    print(f"{'stage shape':>22}  {'variant':>10}  {phase + ' ms':>13}  {'extra ms':>8}  {'ATen ops':>8}")
+    for channels, size, blocks, k in stage_shapes(args.model, args.image_size):
         fns = tails(args.batch_size, channels, size, k, train)
         with torch.set_grad_enabled(train):
-            times = interleaved(fns, args.repeats, warmup=2)
-        base = statistics.median(times["resnet50"]) * 1e3
+            ops = {name: op_count(fn) for name, fn in fns.items()}
+            calls = calls_per_repeat(fns["twin"], args.repeat_seconds)
+            times = interleaved(fns, args.repeats, warmup=2, calls=calls)
+        base = statistics.median(times["twin"]) * 1e3
         for name, series in times.items():
             ms = statistics.median(series) * 1e3
             total[name] = total.get(name, 0.0) + blocks * (ms - base)
             shape = f"({args.batch_size}, {channels}, {size}, {size})"
-            print(f"{shape:>22}  {name:>14}  {ms:13.2f}  {ms - base:+8.2f}")
+            print(f"{shape:>22}  {name:>10}  {ms:13.3f}  {ms - base:+8.3f}  {ops[name]:8d}")
+    blocks = ", ".join(str(n) for _, _, n, _ in stage_shapes(args.model))
     extra = ", ".join(f"{n} {v:+.1f} ms" for n, v in total.items())
-    print(f"extra per {phase} step (3, 4, 6, 3 blocks): {extra}")
+    print(f"extra per {phase} step of {args.model} ({blocks} blocks) over the twin: {extra}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet50", help="a zoo ResNet whose stage shapes to use")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=None, help="default: 224, or 32 for CIFAR ResNets")
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--repeat-seconds", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -5,7 +5,9 @@ Timed repeats of all models are interleaved after a warm-up, inference first, th
 shared machine slows every model alike; the order rotates every repeat (A B C, B C A, C A B, ...) so that no
 model always runs right after the same other one. Throughputs are medians with min and max; a ratio is the
 median over repeats of the model's throughput over the first model's in the same repeat (paired, so slow
-spells of the machine cancel).
+spells of the machine cancel). A step shorter than ``repeat_seconds`` runs several times in a row per
+timed repeat (the first model's count for every model), so that a millisecond of noise does not decide a
+30 ms step.
 With ``train=False`` (``--inference-only``) the process runs no training step at all, as a deployment
 does: a training step leaves the process holding memory that later inference buffers reuse, so fresh
 buffers cost less afterwards than in an inference-only process.
@@ -42,7 +44,7 @@ from .complexity import complexity
 from .errors import require
 from .models import create_model
 from .table import render_table
-from .timing import interleaved
+from .timing import calls_per_repeat, interleaved
 
 DEFAULT_MODELS = ["resnet50", "se_resnet50", "cbam_resnet50", "eca_resnet50", "tv:resnet50"]
 REFERENCE_MODELS = ["eca_resnet50:plain", "timm:eca_resnet50"]
@@ -60,6 +62,7 @@ class BenchConfig:
     threads: int | None = None
     repeats: int = 5
     warmup: int = 2
+    repeat_seconds: float = 0.5  # short steps: one timed repeat runs the step several times, about this long
     memory: bool = True
     memory_repeats: int = 1  # fresh subprocesses per model; the smallest peak is reported
     train: bool = True  # False: time inference only, no training step in the process
@@ -217,8 +220,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     # the next step must fault in again, so mixing the phases would add noise.
     timings: dict[str, dict[str, list[float]]] = {}
     for phase in (p for p in phases if steps[p]):
-        log(f"{phase}: {cfg.repeats} interleaved repeats")
-        seconds = interleaved(steps[phase], cfg.repeats, sync=sync, log=log)
+        first = next(iter(steps[phase].values()))  # every model takes the first model's number of calls
+        calls = calls_per_repeat(first, cfg.repeat_seconds, sync)
+        log(f"{phase}: {cfg.repeats} interleaved repeats of {calls} step(s) each")
+        seconds = interleaved(steps[phase], cfg.repeats, sync=sync, log=log, calls=calls)
         timings[phase] = {spec: [cfg.batch_size / t for t in ts] for spec, ts in seconds.items()}
     rows = []
     for spec, r in runners.items():

@@ -23,9 +23,12 @@ def interleaved(
     warmup: int = 0,
     sync: Callable[[], None] = lambda: None,
     log: Callable[[str], None] | None = None,
+    calls: int = 1,
 ) -> dict[str, list[float]]:
     """Seconds per call of every function: ``warmup`` untimed calls each, then ``repeats`` timed rounds in
-    rotating order. ``sync`` waits for the device (e.g. ``torch.cuda.synchronize``) around each call."""
+    rotating order, each timing ``calls`` calls in a row (short calls: one timing spans several, so that a
+    few milliseconds of the machine's noise do not decide it). ``sync`` waits for the device (e.g.
+    ``torch.cuda.synchronize``) around each timing."""
     names = list(fns)
     for name in names:
         for _ in range(warmup):
@@ -35,12 +38,23 @@ def interleaved(
         for name in names[i % len(names) :] + names[: i % len(names)]:
             sync()
             start = time.perf_counter()
-            fns[name]()
+            for _ in range(calls):
+                fns[name]()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - start) / calls)
         if log is not None:
             log(f"repeat {i + 1}/{repeats} done")
     return times
+
+
+def calls_per_repeat(fn: Callable[[], object], seconds: float, sync: Callable[[], None] = lambda: None) -> int:
+    """How many calls of ``fn`` (already warmed up) one timed repeat needs to last about ``seconds``, from
+    the time of one call."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return max(1, round(seconds / (time.perf_counter() - start)))
 
 
 def _commit() -> str:

@@ -54,6 +54,12 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per model (interleaved)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    p.add_argument(
+        "--repeat-seconds",
+        type=float,
+        default=0.5,
+        help="a timed repeat runs a short step several times in a row, about this long (default 0.5)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument(
         "--memory-repeats",
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> None:
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,
+        repeat_seconds=args.repeat_seconds,
         memory=not (args.no_memory or args.inference_only),
         memory_repeats=args.memory_repeats,
         train=not args.inference_only,

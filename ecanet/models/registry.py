@@ -75,15 +75,18 @@ def find_arch(family: str, block: str, layers: Sequence[int]) -> str | None:
     )
 
 
-def stage_shapes(arch: str, image_size: int = 224) -> list[tuple[int, int, int, int]]:
-    """(output channels, map side, blocks, released k) of every stage of an ImageNet ResNet at
-    ``image_size`` (strides 4, 8, 16, 32), e.g. to benchmark one stage's block alone."""
+def stage_shapes(arch: str, image_size: int | None = None) -> list[tuple[int, int, int, int]]:
+    """(output channels, map side, blocks, released k) of every stage of a ResNet at ``image_size``
+    (default 224 for ImageNet ResNets, strides 4, 8, 16, 32; 32 for CIFAR ResNets, strides 1, 2, 4), e.g. to
+    benchmark one stage's block alone."""
     spec = ARCHS[arch]
-    if (spec.family, spec.dataset) != ("resnet", "imagenet"):
-        raise ValueError(f"stage_shapes: {arch} is not an ImageNet ResNet")
+    if spec.family != "resnet":
+        raise ValueError(f"stage_shapes: {arch} is not a ResNet")
     expansion = 4 if spec.block == "bottleneck" else 1
+    width, first_stride = (16, 1) if spec.dataset == "cifar" else (64, 4)
+    size = image_size or (32 if spec.dataset == "cifar" else 224)
     return [
-        (64 * 2**i * expansion, image_size // 2 ** (i + 2), n, k)
+        (width * 2**i * expansion, size // (first_stride * 2**i), n, k)
         for i, (n, k) in enumerate(zip(spec.layers, spec.released_k, strict=True))
     ]
 

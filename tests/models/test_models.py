@@ -204,3 +204,13 @@ def test_mobilenet_v2_kernel_size_follows_the_block_width_not_the_build_order():
     model = create_model("eca_mobilenet_v2", eca_k=[1, 3, 5, 7, 9, 11, 13])
     for stage, k in zip(model.stages(), [1, 3, 5, 7, 9, 11, 13]):
         assert {m.conv[-1].kernel_size for m in stage} == {k}
+
+
+def test_stage_shapes_of_imagenet_and_cifar_resnets():
+    from ecanet.models.registry import stage_shapes
+
+    assert stage_shapes("resnet50") == [(256, 56, 3, 3), (512, 28, 4, 5), (1024, 14, 6, 5), (2048, 7, 3, 7)]
+    assert stage_shapes("resnet18", 320)[0] == (64, 80, 2, 3)
+    assert stage_shapes("resnet56") == [(16, 32, 9, 3), (32, 16, 9, 3), (64, 8, 9, 3)]
+    with pytest.raises(ValueError, match="mobilenet_v2 is not a ResNet"):
+        stage_shapes("mobilenet_v2")

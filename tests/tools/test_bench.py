@@ -201,3 +201,16 @@ def test_bench_conflicting_flags_are_one_line_errors(extra, message, capsys):
     assert main(["bench", *extra, "--no-memory", "--repeats", "1", "--image-size", "32", "--batch-size", "1"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_runs_short_steps_several_times_per_repeat(monkeypatch):
+    from ecanet import bench
+
+    cfg = bench.BenchConfig(["resnet20", "eca_resnet20"], batch_size=2, image_size=32, repeats=2, warmup=0)
+    cfg.memory, cfg.train = False, False
+    monkeypatch.setattr(bench, "calls_per_repeat", lambda fn, seconds, sync: 3)
+    infer, calls, messages = bench.Runner.infer, [], []
+    monkeypatch.setattr(bench.Runner, "infer", lambda self: (calls.append(self), infer(self)))
+    bench.run_bench(cfg, log=messages.append)
+    assert len(calls) == 2 * 2 * 3  # two models, two repeats of three calls
+    assert "infer: 2 interleaved repeats of 3 step(s) each" in messages

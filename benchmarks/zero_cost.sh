@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The runs behind docs/benchmarks.md "ECA against its attention-free twin": every zoo family at its own size
+# (eager; compiled with channels_last; bf16 autocast), batch-1 latency of ResNet-50 and MobileNetV2 (eager,
+# compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster R-CNN's training step, and the block
+# tails at CIFAR shapes (where eager ECA costs more than the targets allow, and why). Each output begins with
+# its provenance. Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about two hours on 2 CPU cores)
+set -euo pipefail
+out=${1:-benchmarks/results/zero_cost}
+mkdir -p "$out"
+run() {  # run NAME COMMAND...: the table to NAME.txt, the progress log to NAME.log
+  local name=$1
+  shift
+  "$@" 2>"$out/$name.log" | tee "$out/$name.txt"
+}
+run zoo_eager ecanet bench --suite zoo --repeats 9 --memory-repeats 2 --json "$out/zoo_eager.json" \
+  --plot "$out/zoo_eager.png"
+for m in resnet50 mobilenet_v2; do
+  run "latency_${m}" ecanet bench --models "$m" "eca_$m" --batch-size 1 --inference-only --repeats 15 \
+    --json "$out/latency_${m}.json"
+  run "latency_${m}_ort" ecanet bench --models "ort:$m" "ort:eca_$m" --batch-size 1 --inference-only \
+    --repeats 15 --json "$out/latency_${m}_ort.json"
+  run "latency_${m}_compiled" ecanet bench --models "$m" "eca_$m" --batch-size 1 --inference-only --compile \
+    --channels-last --repeats 15 --json "$out/latency_${m}_compiled.json"
+done
+run detection python benchmarks/detection.py --kinds faster_rcnn --size 320 320 --train --repeats 9
+run block_tail_resnet56 python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21
+run zoo_compiled ecanet bench --suite zoo --compile --channels-last --repeats 5 --no-memory \
+  --json "$out/zoo_compiled.json" --plot "$out/zoo_compiled.png"
+run sweep_batch ecanet bench --models resnet50 eca_resnet50 --batch-sizes 1 8 32 --repeats 5 --no-memory \
+  --json "$out/sweep_batch.json" --plot "$out/sweep_batch.png"
+run sweep_size ecanet bench --models resnet50 eca_resnet50 --image-sizes 32 64 128 224 320 --repeats 5 \
+  --no-memory --json "$out/sweep_size.json" --plot "$out/sweep_size.png"
+run zoo_bf16 ecanet bench --suite zoo --families resnet50 resnet20 mobilenet_v2 --dtype bfloat16 --repeats 7 \
+  --json "$out/zoo_bf16.json" --plot "$out/zoo_bf16.png"
