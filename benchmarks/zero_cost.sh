@@ -10,7 +10,7 @@ mkdir -p "$out"
 run() {  # run NAME COMMAND...: the table to NAME.txt, the progress log to NAME.log
   local name=$1
   shift
-  "$@" 2>"$out/$name.log" | tee "$out/$name.txt"
+  "$@" 2>"$out/$name.log" | tee "$out/$name.txt" || echo "$name failed: see $out/$name.log" >&2
 }
 run zoo_eager ecanet bench --suite zoo --repeats 9 --memory-repeats 2 --json "$out/zoo_eager.json" \
   --plot "$out/zoo_eager.png"
