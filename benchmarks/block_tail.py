@@ -9,7 +9,7 @@ backward) and an inference step (forward without autograd, written into the conv
 blocks do) on the tensor shapes of the model's stages, timed repeats interleaved (a short step runs several
 times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators one
 step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
-which is what ECA's cost is made of on small maps); the last line sums the extra per network step over the
+which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the extra per network step over the
 stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of everything else in the step;
 this isolates the tail.
 
@@ -75,6 +75,14 @@ def op_count(fn: Callable[[], None]) -> int:
     return mode.count
 
 
+def dispatch_floor(repeats: int) -> float:
+    """Microseconds one small ATen operator costs from Python (an in-place addition on a (64, 64) tensor,
+    the size of a gate's tensors): what every extra operator of a tail costs at least."""
+    t, n = torch.zeros(64, 64), 1000
+    times = interleaved({"op": lambda: [t.add_(1.0) for _ in range(n)]}, repeats, warmup=1)["op"]
+    return statistics.median(times) / n * 1e6
+
+
 def measure(args: argparse.Namespace, train: bool) -> None:
     phase = "training" if train else "inference"
     total: dict[str, float] = {}
@@ -107,6 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("\n".join(provenance()))
+    print(f"dispatch floor: {dispatch_floor(args.repeats):.2f} us per small ATen operator from Python")
     measure(args, train=False)
     measure(args, train=True)
 
