@@ -7,7 +7,9 @@ backbones detection uses.
     python benchmarks/detection.py --kinds faster_rcnn --size 320 320 --train --repeats 9
 
 FLOPs (multiply-accumulates, as the paper counts) come from torch.utils.flop_counter on one forward pass in
-eval mode, for the backbone with its FPN and for the whole detector; timings are medians of interleaved
+eval mode, for the backbone with its FPN and for the whole detector. Every detector of a kind starts from
+the first backbone's random weights wherever names and shapes match (``share_weights``), so that the heads'
+work is the same but for attention's effect on the features. Timings are medians of interleaved
 repeats (A B A B ...), and a ratio is the median over repeats of the paired ratio to the first backbone.
 No assertions.
 """
@@ -41,6 +43,8 @@ def main() -> None:
         for k in args.kinds
         for b in args.backbones
     }
+    for (kind, _), model in models.items():
+        share_weights(models[(kind, args.backbones[0])], model)
     rows = {}
     with torch.no_grad():
         for key, model in models.items():
@@ -75,6 +79,19 @@ def main() -> None:
     header = ["detector", "backbone", "params (M)", "backbone+FPN GMACs", "total GMACs", "infer img/s", "x"]
     header += ["train img/s", "x"] if args.train else []
     print(render_table(header, body))
+
+
+def share_weights(source: torch.nn.Module, model: torch.nn.Module) -> None:
+    """Give ``model`` every weight of ``source`` with the same name and shape (all but attention's own).
+
+    With independent random weights the heads of two detectors see different proposals and do different
+    amounts of work (their total GMACs differ), which would be timed as the backbone's cost; with shared
+    weights they differ only by what attention changes. (A benchmark's copy, not a trained file's load.)
+    """
+    own = model.state_dict()
+    model.load_state_dict(
+        {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}, strict=False
+    )
 
 
 def training_step(model: torch.nn.Module, image: list[torch.Tensor]):
