@@ -113,6 +113,10 @@ class ECA(nn.Module):
         Under torch.compile, where no FLOP counter runs, the same sum is written as k shifted products.
         """
         k = self.kernel_size
+        if self.shared and torch.compiler.is_exporting():
+            # One Conv node in an exported graph: ONNX Runtime pays per node, and the shifted products below
+            # would be 3k of them (measured in docs/benchmarks.md, batch-1 latency).
+            return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
         p, mode = (k - 1) // 2, "constant" if self.padding == "zeros" else "circular"
         padded = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + k - 1)
         if torch.compiler.is_compiling():

@@ -102,3 +102,18 @@ def test_export_builds_the_model_the_weights_file_holds(tmp_path, capsys):
     assert main([*args, "--model", "resnet18"]) == 2
     assert "w.safetensors: holds eca_resnet18, not resnet18 (--model)" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["eca_resnet20", "ceca_resnet20"])
+def test_onnx_runs_each_eca_gate_as_one_conv_node(name, tmp_path):
+    require_extra("export")
+    import onnx
+
+    model = calibrated(name)
+    result = export_model(model, tmp_path / "m.onnx", "onnx", image_size=32)
+    assert result["max_abs_diff"] <= 1e-4  # circular padding included
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    gates = sum(type(m).__name__ == "ECA" for m in model.modules())
+    assert ops.count("Conv") == convs + gates and "Slice" not in ops  # not k shifted products per gate
