@@ -32,3 +32,5 @@ run sweep_size ecanet bench --models resnet50 eca_resnet50 --image-sizes 32 64 1
   --no-memory --json "$out/sweep_size.json" --plot "$out/sweep_size.png"
 run zoo_bf16 ecanet bench --suite zoo --families resnet50 resnet20 mobilenet_v2 --dtype bfloat16 --repeats 7 \
   --json "$out/zoo_bf16.json" --plot "$out/zoo_bf16.png"
+run block_tail_resnet50 python benchmarks/block_tail.py --repeats 21
+run block_tail_resnet50_batch1 python benchmarks/block_tail.py --batch-size 1 --repeats 21
