@@ -9,8 +9,8 @@ backward) and an inference step (forward without autograd, written into the conv
 blocks do) on the tensor shapes of the model's stages, timed repeats interleaved (a short step runs several
 times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators one
 step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
-which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the extra per network step over the
-stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of everything else in the step;
+which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums
+the extra per network step over the stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of everything else in the step;
 this isolates the tail.
 
     python benchmarks/block_tail.py --repeats 21                              # ResNet-50, batch 16, 224

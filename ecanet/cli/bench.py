@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..timing import provenance
-from .flags import positive_int
+from .flags import nonnegative_float, positive_int
 
 SWEEP_PAIR = ["resnet50", "eca_resnet50"]
 
@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument(
         "--repeat-seconds",
-        type=float,
+        type=nonnegative_float,
         default=0.5,
         help="a timed repeat runs a short step several times in a row, about this long (default 0.5)",
     )

@@ -22,6 +22,17 @@ def positive_int(value: str) -> int:
     return n
 
 
+def nonnegative_float(value: str) -> float:
+    """argparse type: a number >= 0 (argparse names the flag in its error)."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
 def _flag_settings(hint: object) -> dict:
     """argparse settings for a field's type: bools switch on and off, lists take several values."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]

@@ -113,6 +113,13 @@ def test_bench_counts_must_be_positive(flag, capsys):
     assert f"argument {flag}: expected a positive integer, got '0'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_bench_repeat_seconds_must_be_a_number_at_least_zero(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--models", "resnet20", "--repeat-seconds", value])
+    assert f"argument --repeat-seconds: expected a number >= 0, got {value!r}" in capsys.readouterr().err
+
+
 def test_zoo_twins_run_the_fused_tail_and_tv_specs_build_torchvision_models():
     """Every zoo model runs the fused tail, the attention-free twin too (like with like); ``tv:`` is
     torchvision's own model, the reference row."""
