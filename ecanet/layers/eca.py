@@ -8,12 +8,18 @@ result into per-channel weights that rescale the input.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 GATES = {"sigmoid": torch.sigmoid, "hard_sigmoid": F.hardsigmoid}
+# Each gate's derivative, given (gradient, input, output): ATen's own backward kernels, as autograd uses them.
+GATE_BACKWARDS = {
+    "sigmoid": lambda grad, x, y: torch.ops.aten.sigmoid_backward(grad, y),
+    "hard_sigmoid": lambda grad, x, y: torch.ops.aten.hardsigmoid_backward(grad, x),
+}
 PADDINGS = ("zeros", "circular")
 
 
@@ -117,19 +123,53 @@ class ECA(nn.Module):
             # One Conv node in an exported graph: ONNX Runtime pays per node, and the shifted products below
             # would be 3k of them (measured in docs/benchmarks.md, batch-1 latency).
             return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
-        p, mode = (k - 1) // 2, "constant" if self.padding == "zeros" else "circular"
-        padded = F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + k - 1)
+        padded = self._padded(pooled)
         if torch.compiler.is_compiling():
             # The same sum as k shifted products, which Inductor fuses with the padding and the gate into
             # one small kernel; the (N*C, k) @ (k, 1) product would be an external GEMM call per block.
             c, weight = pooled.shape[1], self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
             return GATES[self.gate_name](sum(padded[:, j : j + c] * weight[:, j] for j in range(k)))
+        return GATES[self.gate_name](self._convolve(padded.unfold(1, k, 1)))
+
+    def gate_vjp(self, pooled: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, list[Tensor]]]]:
+        """``gate(pooled)`` and its vector-Jacobian product, written out: a function from dL/d(weights) to
+        (dL/d(pooled), [dL/d(self.conv.weight)]). The fused training step calls it instead of recording the
+        gate's graph for autograd, whose engine costs more than the gate itself on small maps
+        (``benchmarks/block_tail.py`` counts the operators)."""
+        k, c = self.kernel_size, pooled.shape[1]
+        padded = self._padded(pooled)
         windows = padded.unfold(1, k, 1)  # (N, C, k)
+        conv = self._convolve(windows)
+        weights = GATES[self.gate_name](conv)
+
+        def vjp(d_weights: Tensor) -> tuple[Tensor, list[Tensor]]:
+            d_conv = GATE_BACKWARDS[self.gate_name](d_weights, conv, weights).unsqueeze(-1)  # (N, C, 1)
+            kernel = self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
+            d_kernel = (windows * d_conv).sum((0, 1) if self.shared else 0)
+            # The windows' gradient summed back onto the padded vector, then the padding's gradient.
+            d_padded = torch.ops.aten.unfold_backward(d_conv * kernel, padded.shape, 1, k, 1)
+            p = (k - 1) // 2
+            d_pooled = d_padded[:, p : p + c]
+            if self.padding == "circular" and p:  # the wrapped ends came from the other end of the ring
+                d_pooled = d_pooled.clone()
+                d_pooled[:, :p] += d_padded[:, c + p :]
+                d_pooled[:, c - p :] += d_padded[:, :p]
+            return d_pooled, [d_kernel.view_as(self.conv.weight)]
+
+        return weights, vjp
+
+    def _padded(self, pooled: Tensor) -> Tensor:
+        """The pooled channel vector padded by (k - 1) / 2 at each end (zeros, or the ring's other end)."""
+        p, mode = (self.kernel_size - 1) // 2, "constant" if self.padding == "zeros" else "circular"
+        return F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + k - 1)
+
+    def _convolve(self, windows: Tensor) -> Tensor:
+        """Each channel's window (N, C, k) times its kernel: the 1-D convolution's output, (N, C)."""
+        k = self.kernel_size
         if self.shared:
-            y = (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
-        else:  # ECA-NS: channel c's window times channel c's own kernel
-            y = (windows.transpose(0, 1) @ self.conv.weight.view(-1, k, 1)).squeeze(-1).t()
-        return GATES[self.gate_name](y)
+            return (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
+        # ECA-NS: channel c's window times channel c's own kernel
+        return (windows.transpose(0, 1) @ self.conv.weight.view(-1, k, 1)).squeeze(-1).t()
 
     def forward(self, x: Tensor) -> Tensor:
         return x * broadcast_channels(self.attention(x), x)

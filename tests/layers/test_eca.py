@@ -74,6 +74,27 @@ def test_compiled_gate_matches_naive_loop_and_eager_gradients(padding, shared):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("padding,shared", [("zeros", True), ("circular", True), ("zeros", False), ("circular", False)])
+@pytest.mark.parametrize("kernel_size", [1, 5])
+def test_gate_vjp_equals_autograd(gate, padding, shared, kernel_size):
+    """The written-out backward of the gate (used by the fused training step) against autograd through
+    ``gate``: the weights and the gradients for the pooled vector and the kernel."""
+    torch.manual_seed(0)
+    eca = ECA(12, kernel_size=kernel_size, padding=padding, shared=shared, gate=gate).double()
+    torch.nn.init.normal_(eca.conv.weight)
+    pooled = (torch.randn(3, 12, dtype=torch.float64) * 3).requires_grad_()
+    d_weights = torch.randn(3, 12, dtype=torch.float64)
+    expected = eca.gate(pooled)
+    expected_grads = torch.autograd.grad(expected, [pooled, eca.conv.weight], d_weights)
+    with torch.no_grad():
+        weights, vjp = eca.gate_vjp(pooled)
+        d_pooled, [d_kernel] = vjp(d_weights)
+    torch.testing.assert_close(weights, expected.detach())
+    torch.testing.assert_close(d_pooled, expected_grads[0])
+    torch.testing.assert_close(d_kernel, expected_grads[1])
+
+
 def test_circular_differs_from_zero_padding_only_at_the_ends():
     torch.manual_seed(0)
     zeros, circ = ECA(16, 3), ECA(16, 3, padding="circular")

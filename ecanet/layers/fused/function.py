@@ -12,7 +12,7 @@ Forward, per sample n and channel c (S: the spatial positions, m = N * |S| per c
 
 Backward, with G = dL/dy * act'(.) (ReLU's mask, read off y):
     ds[n, c]     = sum_S G * z = w * sum_S(G * x_hat) + b * sum_S(G)
-    d_pooled     = the gate's backward of ds (autograd over the small (N, C) graph kept from forward)
+    d_pooled     = the gate's backward of ds (``gate_vjp``: written out for ECA, autograd for others)
     dz           = s * G + d_pooled / |S|                 the product's and the pooling's gradients
     d_bias[c]    = sum_{n,S} dz     = sum_n(s * sum_S G + d_pooled)
     d_weight[c]  = sum_{n,S} dz * x_hat = sum_n(s * sum_S(G * x_hat) + d_pooled * mean_S x_hat)
@@ -27,6 +27,8 @@ per-(sample, channel) sums of ``channel_sums``. Double backward is not supported
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -51,10 +53,8 @@ class NormGateResidual(torch.autograd.Function):
         x_centred = stats.mean_nc - mean
         pooled = scale * x_centred if norm.bias is None else torch.addcmul(norm.bias.to(acc), scale, x_centred)
         pooled, xhat_mean = pooled.to(x.dtype), x_centred * invstd
-        with torch.enable_grad():  # the gate's small graph is kept for backward rather than recomputed
-            pooled = pooled.requires_grad_()
-            s = attention.gate(pooled)
-        sd = s.detach().to(acc)
+        ctx.gate = gate_vjp(attention, pooled)  # the weights s and their backward
+        sd = ctx.gate[0].to(acc)
         y = scale_shift(x, scale * sd, shift * sd, out=torch.empty_like(x))  # s * z, the one new buffer
         if identity is not None:
             y = add_relu_(y, identity) if relu else y.add_(identity)
@@ -62,7 +62,6 @@ class NormGateResidual(torch.autograd.Function):
             y = y.relu_()
         ctx.relu, ctx.batch, ctx.has_identity = relu, stats.batch, identity is not None
         ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
-        ctx.gate = (pooled, s, list(attention.parameters()))
         ctx.save_for_backward(x, y, mean, invstd, scale, xhat_mean, norm.weight, norm.bias)
         return y
 
@@ -76,10 +75,9 @@ class NormGateResidual(torch.autograd.Function):
         dx = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
         g_sum, g_xhat = channel_sums(g, x, mean, invstd, dx)
         ds = (1 if weight is None else weight.to(acc)) * g_xhat + (0 if bias is None else bias.to(acc) * g_sum)
-        pooled, s, gate_params = ctx.gate
-        # retain_graph: backward may run more than once over a retained outer graph (e.g. gradcheck)
-        d_pooled, *d_gate = torch.autograd.grad(s, [pooled, *gate_params], ds.to(s.dtype), retain_graph=True)
-        d_pooled, s = d_pooled.to(acc), s.detach().to(acc)
+        s, vjp = ctx.gate
+        d_pooled, d_gate = vjp(ds.to(s.dtype))
+        d_pooled, s = d_pooled.to(acc), s.to(acc)
 
         d_bias = (s * g_sum + d_pooled).sum(0)
         d_weight = (s * g_xhat + d_pooled * xhat_mean).sum(0)
@@ -94,6 +92,25 @@ class NormGateResidual(torch.autograd.Function):
             dx.addcmul_(x, per_channel(x_coef, x))
         d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
         return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_gate)
+
+
+def gate_vjp(attention: nn.Module, pooled: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, list[Tensor]]]]:
+    """The gate's weights s = attention.gate(pooled) and its vector-Jacobian product, a function from dL/ds
+    to (dL/d(pooled), [dL/d(parameter)...]): the attention's own ``gate_vjp`` where it has one (ECA),
+    otherwise autograd over the gate's small graph, recorded here rather than recomputed in backward."""
+    if hasattr(attention, "gate_vjp"):
+        return attention.gate_vjp(pooled)
+    params = list(attention.parameters())
+    with torch.enable_grad():
+        pooled = pooled.detach().requires_grad_()
+        s = attention.gate(pooled)
+
+    def vjp(ds: Tensor) -> tuple[Tensor, list[Tensor]]:
+        # retain_graph: backward may run more than once over a retained outer graph (e.g. gradcheck)
+        d_pooled, *d_params = torch.autograd.grad(s, [pooled, *params], ds, retain_graph=True)
+        return d_pooled, d_params
+
+    return s.detach(), vjp
 
 
 class AddReLU(torch.autograd.Function):
