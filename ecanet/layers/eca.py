@@ -125,51 +125,64 @@ class ECA(nn.Module):
             return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
         padded = self._padded(pooled)
         if torch.compiler.is_compiling():
-            # The same sum as k shifted products, which Inductor fuses with the padding and the gate into
-            # one small kernel; the (N*C, k) @ (k, 1) product would be an external GEMM call per block.
-            c, weight = pooled.shape[1], self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
-            return GATES[self.gate_name](sum(padded[:, j : j + c] * weight[:, j] for j in range(k)))
-        return GATES[self.gate_name](self._convolve(padded.unfold(1, k, 1)))
+            # k shifted products, which Inductor fuses with the padding and the gate into one small kernel;
+            # the (N*C, k) @ (k, 1) product would be an external GEMM call per block.
+            return GATES[self.gate_name](self._shifted_products(padded))
+        windows = padded.unfold(1, k, 1)  # (N, C, k)
+        if self.shared:
+            y = (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
+        else:  # ECA-NS: channel c's window times channel c's own kernel
+            y = (windows.transpose(0, 1) @ self.conv.weight.view(-1, k, 1)).squeeze(-1).t()
+        return GATES[self.gate_name](y)
 
     def gate_vjp(self, pooled: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, list[Tensor]]]]:
         """``gate(pooled)`` and its vector-Jacobian product, written out: a function from dL/d(weights) to
         (dL/d(pooled), [dL/d(self.conv.weight)]). The fused training step calls it instead of recording the
-        gate's graph for autograd, whose engine costs more than the gate itself on small maps
-        (``benchmarks/block_tail.py`` counts the operators)."""
+        gate's graph for autograd, whose engine costs more than the gate itself on small maps; the
+        convolution is k shifted products each way, fewer and cheaper operator calls on (N, C) tensors than
+        the windowed matrix product (``benchmarks/block_tail.py`` counts them)."""
         k, c = self.kernel_size, pooled.shape[1]
         padded = self._padded(pooled)
-        windows = padded.unfold(1, k, 1)  # (N, C, k)
-        conv = self._convolve(windows)
+        conv = self._shifted_products(padded)
         weights = GATES[self.gate_name](conv)
 
         def vjp(d_weights: Tensor) -> tuple[Tensor, list[Tensor]]:
-            d_conv = GATE_BACKWARDS[self.gate_name](d_weights, conv, weights).unsqueeze(-1)  # (N, C, 1)
+            d_conv = GATE_BACKWARDS[self.gate_name](d_weights, conv, weights)
             kernel = self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
-            d_kernel = (windows * d_conv).sum((0, 1) if self.shared else 0)
-            # The windows' gradient summed back onto the padded vector, then the padding's gradient.
-            d_padded = torch.ops.aten.unfold_backward(d_conv * kernel, padded.shape, 1, k, 1)
-            p = (k - 1) // 2
-            d_pooled = d_padded[:, p : p + c]
-            if self.padding == "circular" and p:  # the wrapped ends came from the other end of the ring
-                d_pooled = d_pooled.clone()
-                d_pooled[:, :p] += d_padded[:, c + p :]
-                d_pooled[:, c - p :] += d_padded[:, :p]
+            windows = padded.unfold(1, k, 1)  # (N, C, k): d_kernel[.., j] = sum of d_conv * window j
+            if self.shared:
+                d_kernel = (d_conv.unsqueeze(1) @ windows).sum((0, 1))
+            else:
+                d_kernel = (d_conv.t().unsqueeze(1) @ windows.transpose(0, 1)).squeeze(1)
+            # The convolution's adjoint: d_pooled[i] = sum_j kernel[i + p - j, j] * d_conv[i + p - j], that
+            # is, tap j's products (N, C), padded as the input was, shifted by k - 1 - j and summed.
+            taps = self._padded(d_conv.unsqueeze(1) * kernel.t())  # (N, k, C + k - 1)
+            shifted = [taps[:, j, k - 1 - j : k - 1 - j + c] for j in range(k)]
+            d_pooled = sum(shifted[1:], shifted[0])
             return d_pooled, [d_kernel.view_as(self.conv.weight)]
 
         return weights, vjp
 
-    def _padded(self, pooled: Tensor) -> Tensor:
-        """The pooled channel vector padded by (k - 1) / 2 at each end (zeros, or the ring's other end)."""
-        p, mode = (self.kernel_size - 1) // 2, "constant" if self.padding == "zeros" else "circular"
-        return F.pad(pooled.unsqueeze(1), (p, p), mode=mode).squeeze(1)  # (N, C + k - 1)
+    def gate_parameters(self) -> list[Tensor]:
+        """The parameters of ``gate``, in the order ``gate_vjp`` gives their gradients."""
+        return [self.conv.weight]
 
-    def _convolve(self, windows: Tensor) -> Tensor:
-        """Each channel's window (N, C, k) times its kernel: the 1-D convolution's output, (N, C)."""
+    def _padded(self, v: Tensor) -> Tensor:
+        """v, (N, C) or (N, R, C), padded on its channel axis by (k - 1) / 2 at each end: zeros, or the
+        ring's other end."""
+        p = (self.kernel_size - 1) // 2
+        if self.padding == "zeros":
+            return torch.constant_pad_nd(v, (p, p))
+        return torch.cat((v[..., v.shape[-1] - p :], v, v[..., :p]), -1)
+
+    def _shifted_products(self, padded: Tensor) -> Tensor:
+        """The 1-D convolution of the padded vector (N, C + k - 1) as k shifted products: (N, C)."""
         k = self.kernel_size
-        if self.shared:
-            return (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
-        # ECA-NS: channel c's window times channel c's own kernel
-        return (windows.transpose(0, 1) @ self.conv.weight.view(-1, k, 1)).squeeze(-1).t()
+        c, kernel = padded.shape[1] - k + 1, self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) ECA-NS
+        out = padded[:, :c] * kernel[:, 0]
+        for j in range(1, k):
+            out = torch.addcmul(out, padded[:, j : j + c], kernel[:, j])
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         return x * broadcast_channels(self.attention(x), x)

@@ -139,10 +139,19 @@ def parameters(*modules):
     return [p for m in modules if m is not None for p in m.parameters()]
 
 
+@pytest.fixture(params=["small", "flat_view"])
+def tensor_path(request, monkeypatch):
+    """Both paths of ``scale_shift``: plain operations for small tensors, BatchNorm's kernel over the flat
+    view for larger ones (forced here by a zero size limit)."""
+    if request.param == "flat_view":
+        monkeypatch.setattr("ecanet.layers.fused.kernels.SMALL_TENSOR", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("attn", [None, "eca", "se", "cbam"])
 @pytest.mark.parametrize("norm_kind", list(NORMS))
 @pytest.mark.parametrize("identity,relu", [(True, True), (False, False), (True, False)])
-def test_fused_tail_against_reference(attn, norm_kind, identity, relu):
+def test_fused_tail_against_reference(attn, norm_kind, identity, relu, tensor_path):
     """act(attention(norm(x)) + identity) against the modules run one after the other: output, every
     gradient, and the running statistics of the norm (and of CBAM's own BatchNorm)."""
     torch.manual_seed(0)
@@ -187,7 +196,7 @@ def test_batch_statistics_as_accurate_as_batchnorm_far_from_zero(offset):
 @pytest.mark.parametrize("norm_kind", list(NORMS))
 @pytest.mark.parametrize("identity,relu", [(True, True), (False, False)])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_fused_tail_without_grad_against_reference(attn, norm_kind, identity, relu, inplace):
+def test_fused_tail_without_grad_against_reference(attn, norm_kind, identity, relu, inplace, tensor_path):
     """Without autograd (inference) the tail never makes BatchNorm's output (for a channel gate or none it
     is one affine map per sample and channel): the modules' output and running statistics; x is overwritten
     only when asked, the shortcut never."""
@@ -375,7 +384,7 @@ def test_forward_hook_on_eca_fires_in_train_and_eval_with_the_fused_default():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_each_kernel_equals_its_reference(channels_last):
+def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     from ecanet.layers.fused.kernels import REFERENCES, add_relu_, centred_sum, channel_sums, relu_backward, scale_shift
 
     torch.manual_seed(0)

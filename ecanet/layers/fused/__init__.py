@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from ..cbam import CBAM
 from .cbam import cbam_tail
-from .function import AddReLU, NormGateResidual
+from .function import AddReLU, NormGateResidual, gate_parameters
 from .inference import affine_step
-from .statistics import is_fusable_norm, uses_running_stats
+from .statistics import is_fusable_norm, norm_parameters, uses_running_stats
 from .switch import fast_path_applies, plain_formulation, set_fused
 
 __all__ = [
@@ -64,6 +64,6 @@ def fused_tail(
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         if attention is None:
             return _add_act(norm(x), identity, relu)
-        params = (*norm.parameters(), *attention.parameters())
+        params = (*norm_parameters(norm), *gate_parameters(attention))
         return NormGateResidual.apply(x, identity, relu, norm, attention, *params)
     return affine_step(attention, norm, x, identity, relu, x_mean, inplace)

@@ -28,6 +28,7 @@ per-(sample, channel) sums of ``channel_sums``. Double backward is not supported
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .kernels import add_relu_, channel_sums, per_channel, relu_backward, scale_shift
-from .statistics import affine, statistics
+from .statistics import accumulation_dtype, affine, norm_parameters, statistics
 
 
 class NormGateResidual(torch.autograd.Function):
@@ -46,7 +47,7 @@ class NormGateResidual(torch.autograd.Function):
     def forward(
         ctx, x: Tensor, identity: Tensor | None, relu: bool, norm: nn.Module, attention: nn.Module, *params: Tensor
     ):
-        acc = torch.promote_types(x.dtype, torch.float32)  # per-channel arithmetic in >= fp32
+        acc = accumulation_dtype(x.dtype)  # per-channel arithmetic in >= fp32
         stats = statistics(norm, x)
         mean, invstd = stats.mean.to(acc), (stats.var.to(acc) + norm.eps).rsqrt()
         scale, shift = (v.to(acc) for v in affine(norm, mean, invstd))
@@ -61,7 +62,7 @@ class NormGateResidual(torch.autograd.Function):
         elif relu:
             y = y.relu_()
         ctx.relu, ctx.batch, ctx.has_identity = relu, stats.batch, identity is not None
-        ctx.norm_params = any(True for _ in norm.parameters())  # an affine BatchNorm's weight and bias
+        ctx.norm_params = bool(norm_parameters(norm))  # an affine BatchNorm's weight and bias
         ctx.save_for_backward(x, y, mean, invstd, scale, xhat_mean, norm.weight, norm.bias)
         return y
 
@@ -71,27 +72,39 @@ class NormGateResidual(torch.autograd.Function):
         x, y, mean, invstd, scale, xhat_mean, weight, bias = ctx.saved_tensors
         if ctx.relu:
             g = relu_backward(g, y)
-        acc, positions = mean.dtype, x[0, 0].numel()
+        # Few operator calls: on small maps each costs more than its arithmetic (docs/benchmarks.md).
+        acc, positions = mean.dtype, math.prod(x.shape[2:])
         dx = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
         g_sum, g_xhat = channel_sums(g, x, mean, invstd, dx)
-        ds = (1 if weight is None else weight.to(acc)) * g_xhat + (0 if bias is None else bias.to(acc) * g_sum)
+        ds = g_xhat if weight is None else g_xhat * weight.to(acc)
+        ds = ds if bias is None else torch.addcmul(ds, bias.to(acc), g_sum)
         s, vjp = ctx.gate
         d_pooled, d_gate = vjp(ds.to(s.dtype))
         d_pooled, s = d_pooled.to(acc), s.to(acc)
 
-        d_bias = (s * g_sum + d_pooled).sum(0)
-        d_weight = (s * g_xhat + d_pooled * xhat_mean).sum(0)
+        d_bias = torch.addcmul(d_pooled, s, g_sum).sum(0)
+        d_weight = torch.addcmul(s * g_xhat, d_pooled, xhat_mean).sum(0)
         g_coef = scale * s
-        offset = scale * d_pooled / positions
         if ctx.batch:  # the batch's mean and variance depend on x too
-            count = x.numel() // x.shape[1]
-            x_coef = -scale * invstd * d_weight / count
-            offset = offset - scale * d_bias / count - x_coef * mean
+            count = positions * x.shape[0]
+            x_coef = scale * invstd * d_weight * (-1 / count)
+            offset = torch.add(d_pooled / positions, d_bias, alpha=-1 / count).mul_(scale)
+            offset.addcmul_(x_coef, mean, value=-1)
+        else:
+            offset = d_pooled * (scale / positions)
         scale_shift(g, g_coef, offset, out=dx)
         if ctx.batch:
             dx.addcmul_(x, per_channel(x_coef, x))
         d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
         return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_gate)
+
+
+def gate_parameters(attention: nn.Module) -> list[Tensor]:
+    """The parameters ``gate_vjp`` gives gradients for, in its order: the attention's own
+    ``gate_parameters()`` where it has them (read directly, cheaper than walking the module tree), else all
+    of its parameters."""
+    own = getattr(attention, "gate_parameters", None)
+    return own() if own is not None else list(attention.parameters())
 
 
 def gate_vjp(attention: nn.Module, pooled: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, list[Tensor]]]]:
@@ -100,7 +113,7 @@ def gate_vjp(attention: nn.Module, pooled: Tensor) -> tuple[Tensor, Callable[[Te
     otherwise autograd over the gate's small graph, recorded here rather than recomputed in backward."""
     if hasattr(attention, "gate_vjp"):
         return attention.gate_vjp(pooled)
-    params = list(attention.parameters())
+    params = gate_parameters(attention)
     with torch.enable_grad():
         pooled = pooled.detach().requires_grad_()
         s = attention.gate(pooled)

@@ -12,6 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# Up to this many elements (2 MB in fp32, in cache) a product and an addition beat BatchNorm's kernel over
+# the (1, N*C, S) view in ``scale_shift``: measured 50 vs 108 us at (64, 64, 8, 8), 137 vs 200 us at
+# (64, 32, 16, 16), 40 vs 70 us at (1, 2048, 7, 7); from (64, 16, 32, 32) on the kernel wins.
+SMALL_TENSOR = 2**19
+
 
 def per_channel(v: Tensor, x: Tensor) -> Tensor:
     """View a (C,) or (N, C) tensor so that it broadcasts against x of shape (N, C, *S)."""
@@ -29,9 +34,8 @@ def centred_sum(x: Tensor, mean: Tensor) -> Tensor:
 
     BatchNorm's backward reduction with x as both the gradient and the input (it writes nothing full-size).
     """
-    ones = torch.ones_like(mean)
     _, total, _ = torch.ops.aten.native_batch_norm_backward(
-        x, x, ones, None, None, mean, ones, True, 0.0, [False, True, False]
+        x, x, None, None, None, mean, torch.ones_like(mean), True, 0.0, [False, True, False]
     )
     return total
 
@@ -39,9 +43,12 @@ def centred_sum(x: Tensor, mean: Tensor) -> Tensor:
 def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     """out = x * a + b with (N, C) coefficients a and b, in one pass.
 
-    Contiguous tensors: BatchNorm's inference kernel over the flat view, with a and b as its weight and
-    bias and identity statistics (``addcmul`` with two broadcast operands is not vectorised on CPU).
+    Larger contiguous tensors: BatchNorm's inference kernel over the flat view, with a and b as its weight
+    and bias and identity statistics (``addcmul`` with two broadcast operands is not vectorised on CPU).
+    Up to ``SMALL_TENSOR`` elements: a product and an addition, two passes in cache.
     """
+    if x.numel() <= SMALL_TENSOR:
+        return torch.mul(x, per_channel(a, x), out=out).add_(per_channel(b, x))
     if x.is_contiguous() and out.is_contiguous():
         a, b, view = a.reshape(-1), b.reshape(-1), _flat_view(x)
         empty = a.new_empty(0)
@@ -66,6 +73,11 @@ def relu_backward(g: Tensor, y: Tensor) -> Tensor:
     return torch.ops.aten.threshold_backward(g, y, 0)
 
 
+def _tiled(v: Tensor, n: int) -> Tensor:
+    """v (C,) repeated n times, (N*C,): ``v.repeat(n)``, which costs twice as much on small tensors."""
+    return v.expand(n, v.shape[0]).reshape(-1)
+
+
 def channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
     """Per (sample, channel): sum_S(g) and sum_S(g * (x - mean) * invstd), in mean's dtype.
 
@@ -74,10 +86,9 @@ def channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Te
     """
     n, c = x.shape[:2]
     if x.is_contiguous() and g.is_contiguous():
-        ones = torch.ones(n * c, dtype=mean.dtype, device=x.device)
         view = _flat_view(x)
         _, g_xhat, g_sum = torch.ops.aten.native_batch_norm_backward(
-            g.view(view), x.view(view), ones, None, None, mean.repeat(n), invstd.repeat(n), True, 0.0,
+            g.view(view), x.view(view), None, None, None, _tiled(mean, n), _tiled(invstd, n), True, 0.0,
             [False, True, True],
         )  # fmt: skip
         return g_sum.view(n, c), g_xhat.view(n, c)

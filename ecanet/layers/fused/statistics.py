@@ -21,6 +21,12 @@ def is_fusable_norm(norm: nn.Module) -> bool:
     return type(norm) in FUSED_NORMS
 
 
+def norm_parameters(norm: nn.Module) -> tuple[Tensor, ...]:
+    """The norm's learnable weight and bias (none without affine; frozen BatchNorm keeps them as buffers),
+    read directly: ``parameters()`` walks the module tree on every call of every block."""
+    return () if isinstance(norm, FrozenBatchNorm2d) or norm.weight is None else (norm.weight, norm.bias)
+
+
 def uses_running_stats(norm: nn.Module) -> bool:
     """Whether ``norm`` normalises with fixed running statistics (eval mode, or frozen): an affine map per
     channel."""
@@ -36,6 +42,12 @@ class Statistics(NamedTuple):
     mean: Tensor
     var: Tensor
     batch: bool
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of per-channel arithmetic: fp32, or fp64 for fp64 inputs (a Python choice: this runs for
+    every block, and ``torch.promote_types`` is an operator call)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _momentum(norm: nn.Module) -> float:
@@ -67,7 +79,7 @@ def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sam
     expected = FUSED_NORMS[type(norm)]
     if x.ndim != expected:
         raise ValueError(f"{type(norm).__name__}: expected a {expected}-D input, got shape {tuple(x.shape)}")
-    dims, acc = tuple(range(2, x.ndim)), torch.promote_types(x.dtype, torch.float32)
+    dims, acc = tuple(range(2, x.ndim)), accumulation_dtype(x.dtype)
     factor = 0.0 if isinstance(norm, FrozenBatchNorm2d) else _momentum(norm)
     if uses_running_stats(norm):
         mean_nc = x_mean if x_mean is not None or not per_sample else x.mean(dims, dtype=acc)
@@ -82,13 +94,13 @@ def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sam
         var = batch_variance(x, mean)
     if norm.training and norm.track_running_stats and norm.running_mean is not None:
         count = x.numel() // x.shape[1]
-        with torch.no_grad():
-            norm.running_mean.mul_(1 - factor).add_(factor * mean)
-            norm.running_var.mul_(1 - factor).add_(factor * count / (count - 1) * var)
+        # Detached: the buffers take no part in autograd (the unbiased variance, as BatchNorm's).
+        norm.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+        norm.running_var.mul_(1 - factor).add_(var.detach(), alpha=factor * count / (count - 1))
     return Statistics(mean_nc, mean, var, True)
 
 
 def affine(norm: nn.Module, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor]:
     """(scale, shift) with norm(x) = x * scale + shift per channel, given the mean and 1/std it uses."""
     scale = invstd if norm.weight is None else invstd * norm.weight
-    return scale, (-mean * scale if norm.bias is None else norm.bias - mean * scale)
+    return scale, (-mean * scale if norm.bias is None else torch.addcmul(norm.bias, mean, scale, value=-1))
