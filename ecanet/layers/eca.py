@@ -149,7 +149,9 @@ class ECA(nn.Module):
         def vjp(d_weights: Tensor) -> tuple[Tensor, list[Tensor]]:
             d_conv = GATE_BACKWARDS[self.gate_name](d_weights, conv, weights)
             kernel = self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
-            windows = padded.unfold(1, k, 1)  # (N, C, k): d_kernel[.., j] = sum of d_conv * window j
+            # (N, C, k): d_kernel[.., j] = sum of d_conv * window j (under autocast the gate computed in
+            # the kernel's dtype, so d_conv may be wider than the pooled vector)
+            windows = padded.unfold(1, k, 1).to(d_conv.dtype)
             if self.shared:
                 d_kernel = (d_conv.unsqueeze(1) @ windows).sum((0, 1))
             else:
@@ -159,7 +161,7 @@ class ECA(nn.Module):
             taps = self._padded(d_conv.unsqueeze(1) * kernel.t())  # (N, k, C + k - 1)
             shifted = [taps[:, j, k - 1 - j : k - 1 - j + c] for j in range(k)]
             d_pooled = sum(shifted[1:], shifted[0])
-            return d_pooled, [d_kernel.view_as(self.conv.weight)]
+            return d_pooled, [d_kernel.view_as(self.conv.weight).to(self.conv.weight.dtype)]
 
         return weights, vjp
 

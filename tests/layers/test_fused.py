@@ -318,6 +318,24 @@ def test_inference_under_bf16_autocast_as_accurate_as_plain():
     assert rel_err(fused_out, ref) <= max(2 * rel_err(plain_out, ref), 2e-2)
 
 
+@pytest.mark.parametrize("attn", ATTENTIONS)
+@pytest.mark.parametrize("kind", ["basic", "bottleneck_down", "inverted_residual"])
+def test_training_under_bf16_autocast_as_accurate_as_plain(attn, kind):
+    """Under CPU autocast the convolutions give bf16 tensors to float32 norms and gates (and the block's
+    input is a bf16 tensor, the previous block's output): the fused training step's output and gradients
+    must be about as close to fp64 as the plain formulation's."""
+    torch.manual_seed(0)
+    block, c = blocks(attn)[kind]
+    x = torch.randn(4, c, 8, 8).bfloat16()
+    ref = run(copy.deepcopy(block).double(), x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = run(copy.deepcopy(block), x)
+        plain = run(set_fused(copy.deepcopy(block), False), x)
+    assert fused[0].dtype == plain[0].dtype
+    for r, f, p in [(ref[0], fused[0], plain[0]), (ref[1], fused[1], plain[1]), *zip(ref[2], fused[2], plain[2])]:
+        assert rel_err(f, r) <= max(2 * rel_err(p, r), 2e-2)
+
+
 def saved_bytes(block, x):
     """Bytes of the distinct storages autograd keeps for backward."""
     storages = {}
@@ -385,7 +403,15 @@ def test_forward_hook_on_eca_fires_in_train_and_eval_with_the_fused_default():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_each_kernel_equals_its_reference(channels_last, tensor_path):
-    from ecanet.layers.fused.kernels import REFERENCES, add_relu_, centred_sum, channel_sums, relu_backward, scale_shift
+    from ecanet.layers.fused.kernels import (
+        REFERENCES,
+        add_relu_,
+        centred_sum,
+        channel_sums,
+        relu_backward,
+        scale_shift,
+        spatial_mean,
+    )
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -393,6 +419,7 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     mean, invstd = torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5
     a, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
     cases = {
+        spatial_mean: (x, torch.float64),
         centred_sum: (x, mean),
         scale_shift: (x, a, b, torch.empty_like(x)),
         add_relu_: (x.clone(), identity),
@@ -403,6 +430,20 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     for kernel, args in cases.items():
         ref_args = [t.clone() if isinstance(t, torch.Tensor) else t for t in args]
         torch.testing.assert_close(kernel(*args), REFERENCES[kernel](*ref_args), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [4, 16])
+def test_spatial_mean_of_bf16_maps_in_fp32(size, channels_last):
+    """bf16 maps of 128 positions or more take BatchNorm's reduction over the flat view: the fp32 mean of the
+    bf16 values, as the reference (a copy to fp32, then the mean)."""
+    from ecanet.layers.fused.kernels import REFERENCES, spatial_mean
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 5, size, size).add_(4).bfloat16().to(memory_format=fmt)
+    got = spatial_mean(x, torch.float32)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, REFERENCES[spatial_mean](x, torch.float32), rtol=1e-6, atol=1e-6)
 
 
 def test_fused_training_step_refuses_double_backward():

@@ -90,11 +90,12 @@ class NormGateResidual(torch.autograd.Function):
             x_coef = scale * invstd * d_weight * (-1 / count)
             offset = torch.add(d_pooled / positions, d_bias, alpha=-1 / count).mul_(scale)
             offset.addcmul_(x_coef, mean, value=-1)
+            # x's terms, which cancel where the mean is large, with >= fp32 coefficients (one pass); then
+            # g's, its coefficient in g's dtype: an operator mixing bf16 with fp32 copies both tensors.
+            scale_shift(x, x_coef.expand_as(offset), offset, out=dx)
+            dx.addcmul_(g, per_channel(g_coef.to(g.dtype), g))
         else:
-            offset = d_pooled * (scale / positions)
-        scale_shift(g, g_coef, offset, out=dx)
-        if ctx.batch:
-            dx.addcmul_(x, per_channel(x_coef, x))
+            scale_shift(g, g_coef, d_pooled * (scale / positions), out=dx)
         d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
         return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_gate)
 

@@ -29,6 +29,25 @@ def _flat_view(x: Tensor) -> tuple[int, ...]:
     return (1, x.shape[0] * x.shape[1], -1)
 
 
+def spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """x's mean over its positions per (sample, channel), (N, C), computed and returned in ``dtype``.
+
+    bf16/fp16 maps of at least 128 positions: BatchNorm's backward reduction over the flat view (its bias
+    gradient with x as the gradient is the sum), which reads the narrow type directly; ``mean`` with a
+    wider dtype first copies x to it, 8x slower at (16, 256, 56, 56) in bf16 (32 vs 3.9 ms).
+    """
+    n, c = x.shape[:2]
+    positions = x.numel() // max(n * c, 1)
+    narrow = x.dtype in (torch.bfloat16, torch.float16)
+    if not narrow or positions < 128 or not x.is_contiguous() or torch.compiler.is_compiling():
+        return x.mean(tuple(range(2, x.ndim)), dtype=dtype)
+    zeros, view = x.new_zeros(n * c, dtype=dtype), _flat_view(x)
+    _, _, total = torch.ops.aten.native_batch_norm_backward(
+        x.view(view), x.view(view), None, None, None, zeros, torch.ones_like(zeros), True, 0.0, [False, False, True]
+    )
+    return total.view(n, c) / positions
+
+
 def centred_sum(x: Tensor, mean: Tensor) -> Tensor:
     """sum over (N, *S) of x * (x - mean), per channel: the variance times the count, in one read of x.
 
@@ -97,6 +116,10 @@ def channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Te
     return g.sum(dims, dtype=mean.dtype), g_xc * invstd
 
 
+def _spatial_mean_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x.to(dtype).mean(tuple(range(2, x.ndim)))
+
+
 def _centred_sum_reference(x: Tensor, mean: Tensor) -> Tensor:
     return (x * (x - per_channel(mean, x))).sum((0, *range(2, x.ndim)))
 
@@ -122,6 +145,7 @@ def _channel_sums_reference(
 
 
 REFERENCES = {
+    spatial_mean: _spatial_mean_reference,
     centred_sum: _centred_sum_reference,
     scale_shift: _scale_shift_reference,
     add_relu_: _add_relu_reference,
