@@ -22,8 +22,9 @@ Written per element, dx = g_coef * G + x_coef * x + offset with
     g_coef[n, c] = scale * s
     x_coef[c]    = -scale * r * d_weight / m                          (0 with running statistics)
     offset[n, c] = scale * d_pooled / |S| - scale * d_bias / m - x_coef * mu   (first term alone likewise)
-so dx is one new buffer filled in one pass (plus one for x_coef * x), and every reduction comes from the two
-per-(sample, channel) sums of ``channel_sums``. Double backward is not supported.
+so dx is one new buffer filled in one pass (with batch statistics two: x_coef * x + offset, then g_coef * G
+added), and every reduction comes from the two per-(sample, channel) sums of ``channel_sums``. Double
+backward is not supported.
 """
 
 from __future__ import annotations
