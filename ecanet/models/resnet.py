@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import attention_attribute, create_attention
-from ..layers.eca import spatial_mean
 from ..layers.fused import fast_path_applies, fused_tail, set_fused, uses_running_stats
+from ..layers.fused.kernels import global_average_pool
+from ..layers.fused.statistics import accumulation_dtype
 from .norm import freeze_parameters
 
 
@@ -153,7 +154,8 @@ class Bottleneck(AttentionBlock):
             return None
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return None
-        return F.linear(spatial_mean(h), self.conv3.weight.flatten(1))
+        pooled = global_average_pool(h, accumulation_dtype(h.dtype)).to(h.dtype)  # bf16 maps: no fp32 copy
+        return F.linear(pooled, self.conv3.weight.flatten(1))
 
 
 class ResNet(nn.Module):

@@ -408,9 +408,9 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
         add_relu_,
         centred_sum,
         channel_sums,
+        global_average_pool,
         relu_backward,
         scale_shift,
-        spatial_mean,
     )
 
     torch.manual_seed(0)
@@ -419,7 +419,7 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     mean, invstd = torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5
     a, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
     cases = {
-        spatial_mean: (x, torch.float64),
+        global_average_pool: (x, torch.float64),
         centred_sum: (x, mean),
         scale_shift: (x, a, b, torch.empty_like(x)),
         add_relu_: (x.clone(), identity),
@@ -434,16 +434,16 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("size", [4, 16])
-def test_spatial_mean_of_bf16_maps_in_fp32(size, channels_last):
+def test_global_average_pool_of_bf16_maps_in_fp32(size, channels_last):
     """bf16 maps of 128 positions or more take BatchNorm's reduction over the flat view: the fp32 mean of the
     bf16 values, as the reference (a copy to fp32, then the mean)."""
-    from ecanet.layers.fused.kernels import REFERENCES, spatial_mean
+    from ecanet.layers.fused.kernels import REFERENCES, global_average_pool
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(3, 5, size, size).add_(4).bfloat16().to(memory_format=fmt)
-    got = spatial_mean(x, torch.float32)
+    got = global_average_pool(x, torch.float32)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, REFERENCES[spatial_mean](x, torch.float32), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, REFERENCES[global_average_pool](x, torch.float32), rtol=1e-6, atol=1e-6)
 
 
 def test_fused_training_step_refuses_double_backward():

@@ -29,7 +29,7 @@ def _flat_view(x: Tensor) -> tuple[int, ...]:
     return (1, x.shape[0] * x.shape[1], -1)
 
 
-def spatial_mean(x: Tensor, dtype: torch.dtype) -> Tensor:
+def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x's mean over its positions per (sample, channel), (N, C), computed and returned in ``dtype``.
 
     bf16/fp16 maps of at least 128 positions: BatchNorm's backward reduction over the flat view (its bias
@@ -116,7 +116,7 @@ def channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Te
     return g.sum(dims, dtype=mean.dtype), g_xc * invstd
 
 
-def _spatial_mean_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
+def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x.to(dtype).mean(tuple(range(2, x.ndim)))
 
 
@@ -145,7 +145,7 @@ def _channel_sums_reference(
 
 
 REFERENCES = {
-    spatial_mean: _spatial_mean_reference,
+    global_average_pool: _global_average_pool_reference,
     centred_sum: _centred_sum_reference,
     scale_shift: _scale_shift_reference,
     add_relu_: _add_relu_reference,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .kernels import centred_sum, spatial_mean
+from .kernels import centred_sum, global_average_pool
 
 # The norms the step takes, with the input rank each accepts (as their own _check_input_dim does).
 FUSED_NORMS: dict[type, int] = {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5, FrozenBatchNorm2d: 4}
@@ -82,14 +82,14 @@ def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sam
     dims, acc = tuple(range(2, x.ndim)), accumulation_dtype(x.dtype)
     factor = 0.0 if isinstance(norm, FrozenBatchNorm2d) else _momentum(norm)
     if uses_running_stats(norm):
-        mean_nc = x_mean if x_mean is not None or not per_sample else spatial_mean(x, acc)
+        mean_nc = x_mean if x_mean is not None or not per_sample else global_average_pool(x, acc)
         return Statistics(mean_nc, norm.running_mean, norm.running_var, False)
     if torch.compiler.is_compiling():  # one reduction, which Inductor fuses: mean and variance per (n, c)
         var_nc, mean_nc = torch.var_mean(x, dims, correction=0)
         mean = mean_nc.mean(0)
         var = (var_nc + (mean_nc - mean) ** 2).mean(0)  # mean variance within samples + variance of means
     else:
-        mean_nc = spatial_mean(x, acc)
+        mean_nc = global_average_pool(x, acc)
         mean = mean_nc.mean(0)
         var = batch_variance(x, mean)
     if norm.training and norm.track_running_stats and norm.running_mean is not None:
