@@ -8,11 +8,12 @@ result into per-channel weights that rescale the input.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 GATES = {"sigmoid": torch.sigmoid, "hard_sigmoid": F.hardsigmoid}
 # Each gate's derivative, given (gradient, input, output): ATen's own backward kernels, as autograd uses them.
@@ -43,6 +44,12 @@ def spatial_mean(x: Tensor) -> Tensor:
 def broadcast_channels(scale: Tensor, x: Tensor) -> Tensor:
     """View an (N, C) per-channel scale so that it broadcasts against x of shape (N, C, *S)."""
     return scale.view(*scale.shape, *([1] * (x.ndim - 2)))
+
+
+def _shifted(padded: Tensor, k: int) -> tuple[Tensor, ...]:
+    """The k windows padded[:, j : j + C] of a padded (N, C + k - 1) vector, as views (two operator calls
+    rather than k)."""
+    return padded.unfold(1, padded.shape[1] - k + 1, 1).unbind(1)
 
 
 class ECA(nn.Module):
@@ -113,21 +120,20 @@ class ECA(nn.Module):
     def gate(self, pooled: Tensor) -> Tensor:
         """Channel weights from the pooled descriptor: (N, C) -> (N, C).
 
-        The 1-D convolution over the channel vector is written as a product of each channel's window of k
-        neighbours with the kernel (``self.conv.weight``, so weights keep their names): the same arithmetic
-        as ``nn.Conv1d``, several times faster in backward on CPU, and counted by the FLOP counter alike.
-        Under torch.compile, where no FLOP counter runs, the same sum is written as k shifted products.
+        The 1-D convolution over the channel vector runs as k shifted products (``self.conv.weight``, so
+        weights keep their names): on (N, C) tensors cheaper calls than ``nn.Conv1d`` or a product with the
+        windows of k neighbours (62 against 326 us at (16, 2048), k = 5, here), and Inductor fuses them with
+        the padding and the gate into one small kernel. Two other forms of the same sum: one Conv node in an
+        exported graph (ONNX Runtime pays per node, and the products would be 2k of them: docs/benchmarks.md,
+        batch-1 latency), and the windowed matrix product while a dispatch mode watches (a FLOP counter
+        counts a product, not the elementwise ops).
         """
         k = self.kernel_size
         if self.shared and torch.compiler.is_exporting():
-            # One Conv node in an exported graph: ONNX Runtime pays per node, and the shifted products below
-            # would be 3k of them (measured in docs/benchmarks.md, batch-1 latency).
             return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
         padded = self._padded(pooled)
-        if torch.compiler.is_compiling():
-            # k shifted products, which Inductor fuses with the padding and the gate into one small kernel;
-            # the (N*C, k) @ (k, 1) product would be an external GEMM call per block.
-            return GATES[self.gate_name](self._shifted_products(padded))
+        if torch.compiler.is_compiling() or not is_in_torch_dispatch_mode():
+            return GATES[self.gate_name](self._shifted_products(padded, self._taps()))
         windows = padded.unfold(1, k, 1)  # (N, C, k)
         if self.shared:
             y = (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
@@ -138,30 +144,30 @@ class ECA(nn.Module):
     def gate_vjp(self, pooled: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, list[Tensor]]]]:
         """``gate(pooled)`` and its vector-Jacobian product, written out: a function from dL/d(weights) to
         (dL/d(pooled), [dL/d(self.conv.weight)]). The fused training step calls it instead of recording the
-        gate's graph for autograd, whose engine costs more than the gate itself on small maps. The
-        convolution is k shifted products each way: on (N, C) tensors cheaper calls than the windowed
-        matrix product, which copies the windows (the pooled vector's gradient: 14 against 77 us at
-        (64, 64) here)."""
+        gate's graph for autograd, whose engine costs more than the gate itself on small maps. Both ways the
+        convolution is k shifted products (``gate``)."""
         k, c = self.kernel_size, pooled.shape[1]
-        padded = self._padded(pooled)
-        conv = self._shifted_products(padded)
+        padded, taps = self._padded(pooled), self._taps()
+        conv = self._shifted_products(padded, taps)
         weights = GATES[self.gate_name](conv)
 
         def vjp(d_weights: Tensor) -> tuple[Tensor, list[Tensor]]:
             d_conv = GATE_BACKWARDS[self.gate_name](d_weights, conv, weights)
-            kernel = self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) for ECA-NS
-            # (N, C, k): d_kernel[.., j] = sum of d_conv * window j (under autocast the gate computed in
-            # the kernel's dtype, so d_conv may be wider than the pooled vector)
-            windows = padded.unfold(1, k, 1).to(d_conv.dtype)
+            # Under autocast the gate computed in the kernel's dtype: d_conv may be wider than the input.
+            windows = padded if padded.dtype == d_conv.dtype else padded.to(d_conv.dtype)
+            # Tap j's gradient: d_conv times window j, summed over the samples (and channels, if shared).
+            d_taps = [(d_conv * window).sum(0) for window in _shifted(windows, k)]
+            d_kernel = torch.stack(d_taps, -1)  # (C, k)
+            d_kernel = d_kernel.sum(0) if self.shared else d_kernel
+            # The adjoint: d_pooled[q] = sum_j kernel[q + p - j, j] * d_conv[q + p - j], the same shifted
+            # products over the padded d_conv with the taps reversed (for ECA-NS each tap padded as the
+            # channels were, so that channel i's weight meets d_conv[i]).
             if self.shared:
-                d_kernel = (d_conv.unsqueeze(1) @ windows).sum((0, 1))
+                adjoint = taps[::-1]
             else:
-                d_kernel = (d_conv.t().unsqueeze(1) @ windows.transpose(0, 1)).squeeze(1)
-            # The convolution's adjoint: d_pooled[i] = sum_j kernel[i + p - j, j] * d_conv[i + p - j], that
-            # is, tap j's products (N, C), padded as the input was, shifted by k - 1 - j and summed.
-            taps = self._padded(d_conv.unsqueeze(1) * kernel.t())  # (N, k, C + k - 1)
-            shifted = [taps[:, j, k - 1 - j : k - 1 - j + c] for j in range(k)]
-            d_pooled = sum(shifted[1:], shifted[0])
+                padded_kernel = self._padded(self.conv.weight.view(c, k).t())  # (k, C + k - 1)
+                adjoint = [padded_kernel[k - 1 - j, j : j + c] for j in range(k)]
+            d_pooled = self._shifted_products(self._padded(d_conv), adjoint)
             return d_pooled, [d_kernel.view_as(self.conv.weight).to(self.conv.weight.dtype)]
 
         return weights, vjp
@@ -170,25 +176,30 @@ class ECA(nn.Module):
         """The parameters of ``gate``, in the order ``gate_vjp`` gives their gradients."""
         return [self.conv.weight]
 
+    def _taps(self) -> tuple[Tensor, ...]:
+        """The kernel's k taps: (1,) each, or (C,) for ECA-NS (channel c's weight for its window's j-th)."""
+        return self.conv.weight.view(-1, self.kernel_size).unbind(1)
+
     def _padded(self, v: Tensor) -> Tensor:
-        """v, (N, C) or (N, R, C), padded on its channel axis by (k - 1) / 2 at each end: zeros, or the
-        ring's other end."""
+        """v, (..., C), padded on its last (channel) axis by (k - 1) / 2 at each end: zeros, or the ring's
+        other end."""
         p = (self.kernel_size - 1) // 2
         if self.padding == "zeros":
             return torch.constant_pad_nd(v, (p, p))
         return torch.cat((v[..., v.shape[-1] - p :], v, v[..., :p]), -1)
 
-    def _shifted_products(self, padded: Tensor) -> Tensor:
-        """The 1-D convolution of the padded vector (N, C + k - 1) as k shifted products: (N, C)."""
-        k = self.kernel_size
-        c, kernel = padded.shape[1] - k + 1, self.conv.weight.view(-1, k)  # (1, k) shared, (C, k) ECA-NS
-        out = padded[:, :c] * kernel[:, 0]
-        for j in range(1, k):
-            out = torch.addcmul(out, padded[:, j : j + c], kernel[:, j])
+    @staticmethod
+    def _shifted_products(padded: Tensor, taps: Sequence[Tensor]) -> Tensor:
+        """sum_j padded[:, j : j + C] * taps[j], (N, C), from the padded vector (N, C + k - 1)."""
+        shifted = _shifted(padded, len(taps))
+        out = shifted[0] * taps[0]
+        for j in range(1, len(taps)):
+            out = torch.addcmul(out, shifted[j], taps[j])
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * broadcast_channels(self.attention(x), x)
+        # The weights in x's dtype: under autocast the shifted products run in the kernel's (fp32).
+        return x * broadcast_channels(self.attention(x).to(x.dtype), x)
 
     def extra_ops(self, shape: tuple[int, ...]) -> int:
         """Elementwise work a FLOP counter skips, per sample: the pooling sums and the gating products."""

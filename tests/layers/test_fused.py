@@ -416,18 +416,19 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, g, identity = (torch.randn(3, 5, 4, 6, dtype=torch.float64).to(memory_format=fmt) for _ in range(3))
-    mean, invstd = torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5
+    mean, mean_nc, x_centred = (torch.randn(*shape, dtype=torch.float64) for shape in [(5,), (3, 5), (3, 5)])
     a, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
-    cases = {
-        global_average_pool: (x, torch.float64),
-        centred_sum: (x, mean),
-        scale_shift: (x, a, b, torch.empty_like(x)),
-        add_relu_: (x.clone(), identity),
-        relu_backward: (g, x),
-        channel_sums: (g, x, mean, invstd, torch.empty_like(x)),
-    }
-    assert set(cases) == set(REFERENCES)
-    for kernel, args in cases.items():
+    cases = [
+        (global_average_pool, (x, torch.float64)),
+        (centred_sum, (x, mean)),
+        (scale_shift, (x, a, b, torch.empty_like(x))),
+        (scale_shift, (x, a[0], b[0], torch.empty_like(x))),  # per-channel coefficients
+        (add_relu_, (x.clone(), identity)),
+        (relu_backward, (g, x)),
+        (channel_sums, (g, x, mean_nc, x_centred, torch.empty_like(x))),
+    ]
+    assert {kernel for kernel, _ in cases} == set(REFERENCES)
+    for kernel, args in cases:
         ref_args = [t.clone() if isinstance(t, torch.Tensor) else t for t in args]
         torch.testing.assert_close(kernel(*args), REFERENCES[kernel](*ref_args), rtol=1e-12, atol=1e-12)
 

@@ -29,20 +29,24 @@ backward is not supported.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .kernels import add_relu_, channel_sums, per_channel, relu_backward, scale_shift
+from .kernels import add_relu_, cast, channel_sums, per_channel, relu_backward, scale_shift
 from .statistics import accumulation_dtype, affine, norm_parameters, statistics
 
 
 class NormGateResidual(torch.autograd.Function):
     """``act(attention(norm(x)) + identity)`` in training, for a channel gate (a module with
-    ``gate(pooled) -> weights``, both (N, C)); see the module docstring for the derivation."""
+    ``gate(pooled) -> weights``, both (N, C)); see the module docstring for the derivation.
+
+    On small maps each operator call costs more than its arithmetic (docs/fast-path.md), so both passes are
+    written for few calls: per-(sample, channel) coefficients computed once and kept, casts only where the
+    dtype differs.
+    """
 
     @staticmethod
     def forward(
@@ -50,54 +54,52 @@ class NormGateResidual(torch.autograd.Function):
     ):
         acc = accumulation_dtype(x.dtype)  # per-channel arithmetic in >= fp32
         stats = statistics(norm, x)
-        mean, invstd = stats.mean.to(acc), (stats.var.to(acc) + norm.eps).rsqrt()
-        scale, shift = (v.to(acc) for v in affine(norm, mean, invstd))
-        x_centred = stats.mean_nc - mean
-        pooled = scale * x_centred if norm.bias is None else torch.addcmul(norm.bias.to(acc), scale, x_centred)
-        pooled, xhat_mean = pooled.to(x.dtype), x_centred * invstd
-        ctx.gate = gate_vjp(attention, pooled)  # the weights s and their backward
-        sd = ctx.gate[0].to(acc)
-        y = scale_shift(x, scale * sd, shift * sd, out=torch.empty_like(x))  # s * z, the one new buffer
+        mean, invstd = cast(stats.mean, acc), (cast(stats.var, acc) + norm.eps).rsqrt()
+        scale, shift = (cast(v, acc) for v in affine(norm, mean, invstd))
+        bias = None if norm.bias is None else cast(norm.bias, acc)
+        x_centred = stats.mean_nc - mean  # each sample's mean about the channel's
+        pooled = scale * x_centred if bias is None else torch.addcmul(bias, scale, x_centred)
+        s, ctx.vjp = gate_vjp(attention, cast(pooled, x.dtype))  # the weights s and their backward
+        ctx.gate_dtype, s = s.dtype, cast(s, acc)
+        g_coef = scale * s  # s * z = x * g_coef + shift * s
+        y = scale_shift(x, g_coef, shift * s, out=torch.empty_like(x))  # the one new buffer
         if identity is not None:
             y = add_relu_(y, identity) if relu else y.add_(identity)
         elif relu:
             y = y.relu_()
         ctx.relu, ctx.batch, ctx.has_identity = relu, stats.batch, identity is not None
-        ctx.norm_params = bool(norm_parameters(norm))  # an affine BatchNorm's weight and bias
-        ctx.save_for_backward(x, y, mean, invstd, scale, xhat_mean, norm.weight, norm.bias)
+        # an affine BatchNorm's weight and bias (frozen BatchNorm keeps them as buffers)
+        ctx.norm_dtype = norm.weight.dtype if norm_parameters(norm) else None
+        ctx.save_for_backward(x, y, mean, invstd, scale, stats.mean_nc, x_centred, s, g_coef, bias)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):
-        x, y, mean, invstd, scale, xhat_mean, weight, bias = ctx.saved_tensors
+        x, y, mean, invstd, scale, mean_nc, x_centred, s, g_coef, bias = ctx.saved_tensors
         if ctx.relu:
             g = relu_backward(g, y)
-        # Few operator calls: on small maps each costs more than its arithmetic (docs/benchmarks.md).
-        acc, positions = mean.dtype, math.prod(x.shape[2:])
+        positions = x.numel() // g_coef.numel()
         dx = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
-        g_sum, g_xhat = channel_sums(g, x, mean, invstd, dx)
-        ds = g_xhat if weight is None else g_xhat * weight.to(acc)
-        ds = ds if bias is None else torch.addcmul(ds, bias.to(acc), g_sum)
-        s, vjp = ctx.gate
-        d_pooled, d_gate = vjp(ds.to(s.dtype))
-        d_pooled, s = d_pooled.to(acc), s.to(acc)
+        g_sum, g_xc = channel_sums(g, x, mean_nc, x_centred, dx)  # sum_S G, sum_S G * (x - mean)
+        ds = scale * g_xc if bias is None else torch.addcmul(bias * g_sum, scale, g_xc)  # sum_S G * z
+        d_pooled, d_gate = ctx.vjp(cast(ds, ctx.gate_dtype))
+        d_pooled = cast(d_pooled, s.dtype)
 
         d_bias = torch.addcmul(d_pooled, s, g_sum).sum(0)
-        d_weight = torch.addcmul(s * g_xhat, d_pooled, xhat_mean).sum(0)
-        g_coef = scale * s
+        d_weight = torch.addcmul(s * g_xc, d_pooled, x_centred).sum(0).mul_(invstd)
         if ctx.batch:  # the batch's mean and variance depend on x too
-            count = positions * x.shape[0]
-            x_coef = scale * invstd * d_weight * (-1 / count)
-            offset = torch.add(d_pooled / positions, d_bias, alpha=-1 / count).mul_(scale)
+            n = x.shape[0]
+            x_coef = (scale * invstd).mul_(d_weight).mul_(-1 / (n * positions))  # per channel
+            offset = torch.add(d_pooled, d_bias, alpha=-1 / n).mul_(scale).mul_(1 / positions)
             offset.addcmul_(x_coef, mean, value=-1)
             # x's terms, which cancel where the mean is large, with >= fp32 coefficients (one pass); then
             # g's, its coefficient in g's dtype: an operator mixing bf16 with fp32 copies both tensors.
-            scale_shift(x, x_coef.expand_as(offset), offset, out=dx)
-            dx.addcmul_(g, per_channel(g_coef.to(g.dtype), g))
+            scale_shift(x, x_coef, offset, out=dx)
+            dx.addcmul_(g, per_channel(cast(g_coef, g.dtype), g))
         else:
-            scale_shift(g, g_coef, d_pooled * (scale / positions), out=dx)
-        d_norm = (d_weight.to(weight.dtype), d_bias.to(bias.dtype)) if ctx.norm_params else ()
+            scale_shift(g, g_coef, (d_pooled * scale).mul_(1 / positions), out=dx)
+        d_norm = () if ctx.norm_dtype is None else (cast(d_weight, ctx.norm_dtype), cast(d_bias, ctx.norm_dtype))
         return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_gate)
 
 

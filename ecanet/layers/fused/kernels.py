@@ -60,7 +60,7 @@ def centred_sum(x: Tensor, mean: Tensor) -> Tensor:
 
 
 def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
-    """out = x * a + b with (N, C) coefficients a and b, in one pass.
+    """out = x * a + b with (C,) or (N, C) coefficients a and b, in one pass.
 
     Larger contiguous tensors: BatchNorm's inference kernel over the flat view, with a and b as its weight
     and bias and identity statistics (``addcmul`` with two broadcast operands is not vectorised on CPU).
@@ -69,8 +69,9 @@ def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     if x.numel() <= SMALL_TENSOR:
         return torch.mul(x, per_channel(a, x), out=out).add_(per_channel(b, x))
     if x.is_contiguous() and out.is_contiguous():
-        a, b, view = a.reshape(-1), b.reshape(-1), _flat_view(x)
-        empty = a.new_empty(0)
+        n = x.shape[0]
+        a, b = (_tiled(v, n) if v.ndim == 1 else v.reshape(-1) for v in (a, b))
+        empty, view = a.new_empty(0), _flat_view(x)
         torch.ops.aten.native_batch_norm.out(
             x.view(view), a, b, torch.zeros_like(a), torch.ones_like(a), False, 0.0, 0.0,
             out=out.view(view), save_mean=empty, save_invstd=empty,
@@ -97,23 +98,33 @@ def _tiled(v: Tensor, n: int) -> Tensor:
     return v.expand(n, v.shape[0]).reshape(-1)
 
 
-def channel_sums(g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
-    """Per (sample, channel): sum_S(g) and sum_S(g * (x - mean) * invstd), in mean's dtype.
+def channel_sums(g: Tensor, x: Tensor, mean_nc: Tensor, x_centred: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
+    """Per (sample, channel): sum_S(g) and sum_S(g * (x - mean)), in mean_nc's dtype, given x's spatial mean
+    ``mean_nc`` and its offset from the channel mean ``x_centred = mean_nc - mean``, both (N, C).
 
+    The second sum is taken about each sample's own mean, sum_S(g * (x - mean_nc)), and moved by
+    x_centred * sum_S(g): per (sample, channel) coefficients that need no tiling of per-channel ones.
     Contiguous tensors: BatchNorm's backward reduction over the flat view, one pass over g and x that writes
-    nothing full-size. Other layouts write g * (x - mean) into ``scratch`` (x's shape; the caller's).
+    nothing full-size. Other layouts write g * (x - mean_nc) into ``scratch`` (x's shape; the caller's).
     """
     n, c = x.shape[:2]
     if x.is_contiguous() and g.is_contiguous():
-        view = _flat_view(x)
-        _, g_xhat, g_sum = torch.ops.aten.native_batch_norm_backward(
-            g.view(view), x.view(view), None, None, None, _tiled(mean, n), _tiled(invstd, n), True, 0.0,
+        view, centre = _flat_view(x), mean_nc.reshape(-1)
+        _, g_xc, g_sum = torch.ops.aten.native_batch_norm_backward(
+            g.view(view), x.view(view), None, None, None, centre, torch.ones_like(centre), True, 0.0,
             [False, True, True],
         )  # fmt: skip
-        return g_sum.view(n, c), g_xhat.view(n, c)
-    dims = tuple(range(2, x.ndim))
-    g_xc = torch.sub(x, per_channel(mean, x), out=scratch).mul_(g).sum(dims, dtype=mean.dtype)
-    return g.sum(dims, dtype=mean.dtype), g_xc * invstd
+        g_sum, g_xc = g_sum.view(n, c), g_xc.view(n, c)
+    else:
+        dims = tuple(range(2, x.ndim))
+        g_xc = torch.sub(x, per_channel(mean_nc, x), out=scratch).mul_(g).sum(dims, dtype=mean_nc.dtype)
+        g_sum = g.sum(dims, dtype=mean_nc.dtype)
+    return g_sum, torch.addcmul(g_xc, x_centred, g_sum)
+
+
+def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in ``dtype``, without an operator call where it already is (the step runs for every block)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -137,11 +148,11 @@ def _relu_backward_reference(g: Tensor, y: Tensor) -> Tensor:
 
 
 def _channel_sums_reference(
-    g: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scratch: Tensor
+    g: Tensor, x: Tensor, mean_nc: Tensor, x_centred: Tensor, scratch: Tensor
 ) -> tuple[Tensor, Tensor]:
-    dims = tuple(range(2, x.ndim))
-    xhat = (x.to(mean.dtype) - per_channel(mean, x)) * per_channel(invstd, x)
-    return g.to(mean.dtype).sum(dims), (g.to(mean.dtype) * xhat).sum(dims)
+    dims, dtype = tuple(range(2, x.ndim)), mean_nc.dtype
+    centred = x.to(dtype) - per_channel(mean_nc - x_centred, x)
+    return g.to(dtype).sum(dims), (g.to(dtype) * centred).sum(dims)
 
 
 REFERENCES = {

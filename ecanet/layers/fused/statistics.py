@@ -67,7 +67,8 @@ def batch_variance(x: Tensor, mean: Tensor) -> Tensor:
     the two-pass variance is taken instead (checked on CPU only: a GPU would have to wait for the check).
     """
     var = centred_sum(x, mean) / (x.numel() // x.shape[1])
-    if x.device.type == "cpu" and bool((var * 900 < mean * mean).any()):
+    # var * 900 < mean^2 for some channel, in few operator calls
+    if x.device.type == "cpu" and float(torch.addcmul(var, mean, mean, value=-1 / 900).amin()) < 0:
         var = torch.var(x.to(mean.dtype), dim=(0, *range(2, x.ndim)), correction=0)
     return var
 
@@ -94,9 +95,10 @@ def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sam
         var = batch_variance(x, mean)
     if norm.training and norm.track_running_stats and norm.running_mean is not None:
         count = x.numel() // x.shape[1]
-        # Detached: the buffers take no part in autograd (the unbiased variance, as BatchNorm's).
-        norm.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-        norm.running_var.mul_(1 - factor).add_(var.detach(), alpha=factor * count / (count - 1))
+        # The buffers take no part in autograd (a detach where a graph is recorded: torch.compile's).
+        new_mean, new_var = (mean.detach(), var.detach()) if mean.requires_grad else (mean, var)
+        norm.running_mean.mul_(1 - factor).add_(new_mean, alpha=factor)
+        norm.running_var.mul_(1 - factor).add_(new_var, alpha=factor * count / (count - 1))  # unbiased, as BatchNorm
     return Statistics(mean_nc, mean, var, True)
 
 
