@@ -25,7 +25,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ecanet.layers import ECA, SE, fused_tail
 from ecanet.models.registry import stage_shapes
@@ -57,22 +56,19 @@ def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str
     return {"twin": fused(None), "plain": plain, "se": fused(se), "eca": fused(eca), "eca plain": eca_plain}
 
 
-class _OpCount(TorchDispatchMode):
-    """Counts the ATen operators dispatched while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def op_count(fn: Callable[[], None]) -> int:
-    with _OpCount() as mode:
+    """The ATen operators ``fn`` calls (top-level ones: not those an operator calls in turn), as the
+    profiler records them. Not a dispatch mode: under one, ECA's gate takes the form a FLOP counter sees."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
-    return mode.count
+
+    def top_level(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        return parent is None
+
+    return sum(e.name.startswith("aten::") and top_level(e) for e in prof.events())
 
 
 def dispatch_floor(repeats: int) -> float:

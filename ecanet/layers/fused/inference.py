@@ -31,7 +31,7 @@ def affine_step(
     stats = statistics(norm, x, x_mean, per_sample=attention is not None)
     scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
     if attention is not None:
-        s = attention.gate((stats.mean_nc * scale + shift).to(x.dtype))
+        s = attention.gate(torch.addcmul(shift, stats.mean_nc, scale).to(x.dtype))
         scale, shift = scale * s, shift * s
     # One stacked tensor: Inductor computes a stack once, in the gate's small kernel, instead of inlining
     # two products (and BatchNorm's rsqrt) into the full-size kernel for every element.
