@@ -16,6 +16,11 @@ from torch import Tensor
 # the (1, N*C, S) view in ``scale_shift``: measured 50 vs 108 us at (64, 64, 8, 8), 137 vs 200 us at
 # (64, 32, 16, 16), 40 vs 70 us at (1, 2048, 7, 7); from (64, 16, 32, 32) on the kernel wins.
 SMALL_TENSOR = 2**19
+# From this many positions per map the flat view's reduction beats ``mean`` of a bf16 map in fp32 (whose copy
+# to fp32 grows with the map): 1.5 vs 2.6 ms at (16, 512, 28, 28), 0.49 vs 0.89 ms at (2, 256, 80, 80); below,
+# its per-(sample, channel) set-up costs more: 1.9 vs 1.0 ms at (16, 1024, 14, 14), 0.21 vs 0.07 at
+# (64, 32, 16, 16) (2 threads).
+WIDE_MAP = 512
 
 
 def per_channel(v: Tensor, x: Tensor) -> Tensor:
@@ -32,14 +37,14 @@ def _flat_view(x: Tensor) -> tuple[int, ...]:
 def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x's mean over its positions per (sample, channel), (N, C), computed and returned in ``dtype``.
 
-    bf16/fp16 maps of at least 128 positions: BatchNorm's backward reduction over the flat view (its bias
-    gradient with x as the gradient is the sum), which reads the narrow type directly; ``mean`` with a
-    wider dtype first copies x to it, 8x slower at (16, 256, 56, 56) in bf16 (32 vs 3.9 ms).
+    bf16/fp16 maps of at least ``WIDE_MAP`` positions: BatchNorm's backward reduction over the flat view
+    (its bias gradient with x as the gradient is the sum), which reads the narrow type directly; ``mean``
+    with a wider dtype first copies x to it, 10x slower at (16, 256, 56, 56) in bf16 (18 vs 1.8 ms).
     """
     n, c = x.shape[:2]
     positions = x.numel() // max(n * c, 1)
     narrow = x.dtype in (torch.bfloat16, torch.float16)
-    if not narrow or positions < 128 or not x.is_contiguous() or torch.compiler.is_compiling():
+    if not narrow or positions < WIDE_MAP or not x.is_contiguous() or torch.compiler.is_compiling():
         return x.mean(tuple(range(2, x.ndim)), dtype=dtype)
     zeros, view = x.new_zeros(n * c, dtype=dtype), _flat_view(x)
     _, _, total = torch.ops.aten.native_batch_norm_backward(
@@ -64,9 +69,11 @@ def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
 
     Larger contiguous tensors: BatchNorm's inference kernel over the flat view, with a and b as its weight
     and bias and identity statistics (``addcmul`` with two broadcast operands is not vectorised on CPU).
-    Up to ``SMALL_TENSOR`` elements: a product and an addition, two passes in cache.
+    Up to ``SMALL_TENSOR`` elements with coefficients in x's dtype: a product and an addition, two passes in
+    cache. A bf16 x with fp32 coefficients always takes the kernel, which reads both types directly: the
+    product would first copy x to fp32 (7.2 against 0.22 ms at (64, 16, 32, 32)).
     """
-    if x.numel() <= SMALL_TENSOR:
+    if x.numel() <= SMALL_TENSOR and a.dtype == x.dtype:
         return torch.mul(x, per_channel(a, x), out=out).add_(per_channel(b, x))
     if x.is_contiguous() and out.is_contiguous():
         n = x.shape[0]
