@@ -1,17 +1,18 @@
 """Cost of attention in the tail of a ResNet block, stage by stage, without the rest of the network.
 
-The tail is what attention changes: ``relu(attention(bn(x)) + identity)`` after the block's last
-convolution (x * 1.0, the input, stands for that convolution's output and is the same in every variant).
-Variants: ``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU),
-``twin`` (the zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca``
-(their fused tails) and ``eca plain`` (ECA's plain formulation). Each runs a training step (forward +
-backward) and an inference step (forward without autograd, written into the convolution's output as the
-blocks do) on the tensor shapes of the model's stages, timed repeats interleaved (a short step runs several
-times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators one
-step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
-which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums
-the extra per network step over the stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of everything else in the step;
-this isolates the tail.
+The tail is what attention changes: ``relu(attention(bn(x)) + identity)`` after the block's last convolution
+(x * 1.0, the input, stands for that convolution's output and is the same in every variant). Variants:
+``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU), ``twin`` (the
+zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca`` (their fused
+tails), ``eca plain`` (ECA's plain formulation) and, in inference, ``twin+pool`` (the twin's tail plus one
+spatial mean of its input: the pooling read no eager ECA avoids, its lower bound). Each runs a training step
+(forward + backward) and an inference step (forward without autograd, written into the convolution's output as
+the blocks do) on the tensor shapes of the model's stages, timed repeats interleaved (a short step runs
+several times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators
+one step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
+which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the
+extra per network step over the stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of
+everything else in the step; this isolates the tail.
 
     python benchmarks/block_tail.py --repeats 21                              # ResNet-50, batch 16, 224
     python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21    # CIFAR, 32x32
@@ -53,7 +54,11 @@ def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str
     def fused(attention: nn.Module | None) -> Callable[[], None]:
         return lambda: finish(fused_tail(attention, bn, x * 1.0, identity, inplace=True))
 
-    return {"twin": fused(None), "plain": plain, "se": fused(se), "eca": fused(eca), "eca plain": eca_plain}
+    variants = {"twin": fused(None), "plain": plain, "se": fused(se), "eca": fused(eca), "eca plain": eca_plain}
+    if not train:  # the least any eager ECA adds in inference: one read of x for its pooled descriptor
+        twin = variants["twin"]
+        variants["twin+pool"] = lambda: (x.mean((2, 3)), twin())
+    return variants
 
 
 def op_count(fn: Callable[[], None]) -> int:
