@@ -1,7 +1,10 @@
-"""Cost of attention in the tail of a ResNet block, stage by stage, without the rest of the network.
+"""Cost of attention in the tail of a zoo block, stage by stage, without the rest of the network.
 
-The tail is what attention changes: ``relu(attention(bn(x)) + identity)`` after the block's last convolution
-(x * 1.0, the input, stands for that convolution's output and is the same in every variant). Variants:
+The tail is what attention changes: ``relu(attention(bn(x)) + identity)`` after a ResNet block's last
+convolution, ``attention(bn(x)) + identity`` after an inverted residual's projection (MobileNetV2: no ReLU;
+timed with the shortcut in every block, though each stage's first block has none: the variants add the same
+one operation for it). x * 1.0, the input, stands for that convolution's output and is the same in every
+variant. Variants:
 ``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU), ``twin`` (the
 zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca`` (their fused
 tails), ``eca plain`` (ECA's plain formulation) and, in inference, ``twin+pool`` (the twin's tail plus one
@@ -12,10 +15,12 @@ several times per repeat). The table gives median milliseconds, the extra over t
 one step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
 which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the
 extra per network step over the stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of
-everything else in the step; this isolates the tail.
+everything else in the step; this isolates the tail. ``--dtype bfloat16`` runs every tail under CPU autocast on
+bf16 maps, as the networks' tails run under ``ecanet bench --dtype bfloat16``.
 
     python benchmarks/block_tail.py --repeats 21                              # ResNet-50, batch 16, 224
     python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21    # CIFAR, 32x32
+    python benchmarks/block_tail.py --model mobilenet_v2 --dtype bfloat16 --repeats 21
 """
 
 from __future__ import annotations
@@ -28,37 +33,53 @@ import torch
 from torch import nn
 
 from ecanet.layers import ECA, SE, fused_tail
-from ecanet.models.registry import stage_shapes
+from ecanet.models.registry import ARCHS, stage_shapes
 from ecanet.timing import calls_per_repeat, interleaved, provenance
 
 
-def tails(batch: int, channels: int, size: int, k: int, train: bool) -> dict[str, Callable[[], None]]:
+def tails(
+    batch: int, channels: int, size: int, k: int, train: bool, relu: bool, dtype: torch.dtype
+) -> dict[str, Callable[[], None]]:
     shape = (batch, channels, size, size)
-    x = torch.randn(shape, requires_grad=train)
-    identity = torch.randn(shape, requires_grad=train)
-    grad = torch.randn(shape)
+    x = torch.randn(shape, dtype=dtype, requires_grad=train)
+    identity = torch.randn(shape, dtype=dtype, requires_grad=train)
+    grad = torch.randn(shape, dtype=dtype)
     bn = nn.BatchNorm2d(channels).train(train)
     eca, se = ECA(channels, k), SE(channels)
     finish = (lambda y: y.backward(grad)) if train else (lambda y: None)
 
-    def plain() -> None:  # as torchvision's blocks: in-place addition and ReLU
-        out = bn(x * 1.0)
-        out += identity
-        finish(torch.relu_(out))
+    def plain_tail(attention: nn.Module) -> Callable[[], None]:  # as torchvision's blocks: in-place ops
+        def step() -> None:
+            out = attention(bn(x * 1.0))
+            out += identity
+            finish(torch.relu_(out) if relu else out)
 
-    def eca_plain() -> None:
-        out = eca(bn(x * 1.0))
-        out += identity
-        finish(torch.relu_(out))
+        return step
 
     def fused(attention: nn.Module | None) -> Callable[[], None]:
-        return lambda: finish(fused_tail(attention, bn, x * 1.0, identity, inplace=True))
+        return lambda: finish(fused_tail(attention, bn, x * 1.0, identity, relu=relu, inplace=True))
 
-    variants = {"twin": fused(None), "plain": plain, "se": fused(se), "eca": fused(eca), "eca plain": eca_plain}
+    variants = {
+        "twin": fused(None),
+        "plain": plain_tail(nn.Identity()),
+        "se": fused(se),
+        "eca": fused(eca),
+        "eca plain": plain_tail(eca),
+    }
     if not train:  # the least any eager ECA adds in inference: one read of x for its pooled descriptor
         twin = variants["twin"]
         variants["twin+pool"] = lambda: (x.mean((2, 3)), twin())
-    return variants
+    if dtype == torch.float32:
+        return variants
+    return {name: _autocast(fn, dtype) for name, fn in variants.items()}
+
+
+def _autocast(fn: Callable[[], None], dtype: torch.dtype) -> Callable[[], None]:
+    def step() -> None:
+        with torch.autocast("cpu", dtype=dtype):
+            fn()
+
+    return step
 
 
 def op_count(fn: Callable[[], None]) -> int:
@@ -88,8 +109,9 @@ def measure(args: argparse.Namespace, train: bool) -> None:
     phase = "training" if train else "inference"
     total: dict[str, float] = {}
     print(f"{'stage shape':>22}  {'variant':>10}  {phase + ' ms':>13}  {'extra ms':>8}  {'ATen ops':>8}")
+    relu, dtype = ARCHS[args.model].family == "resnet", getattr(torch, args.dtype)
     for channels, size, blocks, k in stage_shapes(args.model, args.image_size):
-        fns = tails(args.batch_size, channels, size, k, train)
+        fns = tails(args.batch_size, channels, size, k, train, relu, dtype)
         with torch.set_grad_enabled(train):
             ops = {name: op_count(fn) for name, fn in fns.items()}
             calls = calls_per_repeat(fns["twin"], args.repeat_seconds)
@@ -107,9 +129,10 @@ def measure(args: argparse.Namespace, train: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet50", help="a zoo ResNet whose stage shapes to use")
+    parser.add_argument("--model", default="resnet50", choices=sorted(ARCHS), help="whose stage shapes to use")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=None, help="default: 224, or 32 for CIFAR ResNets")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--repeat-seconds", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)

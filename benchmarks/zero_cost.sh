@@ -2,8 +2,8 @@
 # The runs behind docs/benchmarks.md "ECA against its attention-free twin": every zoo family at its own size
 # (eager; compiled with channels_last; bf16 autocast), batch-1 latency of ResNet-50 and MobileNetV2 (eager,
 # compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster R-CNN's training step, and the block
-# tails at CIFAR shapes (where eager ECA costs more than the targets allow, and why). Each output begins with
-# its provenance. Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about two hours on 2 CPU cores)
+# tails at CIFAR and MobileNetV2 shapes, fp32 and bf16 (where eager ECA costs more than the targets allow, and
+# why), and ONNX Runtime's time by operator type. Each output begins with its provenance. Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about two hours on 2 CPU cores)
 set -euo pipefail
 out=${1:-benchmarks/results/zero_cost}
 mkdir -p "$out"
@@ -34,3 +34,11 @@ run zoo_bf16 ecanet bench --suite zoo --families resnet50 resnet20 mobilenet_v2 
   --json "$out/zoo_bf16.json" --plot "$out/zoo_bf16.png"
 run block_tail_resnet50 python benchmarks/block_tail.py --repeats 21
 run block_tail_resnet50_batch1 python benchmarks/block_tail.py --batch-size 1 --repeats 21
+run block_tail_mobilenet_v2 python benchmarks/block_tail.py --model mobilenet_v2 --repeats 21
+run block_tail_mobilenet_v2_batch1 python benchmarks/block_tail.py --model mobilenet_v2 --batch-size 1 --repeats 21
+run block_tail_mobilenet_v2_bf16 python benchmarks/block_tail.py --model mobilenet_v2 --dtype bfloat16 --repeats 21
+run block_tail_resnet20_bf16 python benchmarks/block_tail.py --model resnet20 --batch-size 64 --dtype bfloat16 \
+  --repeats 21
+for m in resnet50 mobilenet_v2; do
+  run "onnx_runtime_profile_${m}" python benchmarks/onnx_runtime_profile.py --model "$m"
+done

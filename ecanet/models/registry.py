@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,15 +77,17 @@ def find_arch(family: str, block: str, layers: Sequence[int]) -> str | None:
 
 
 def stage_shapes(arch: str, image_size: int | None = None) -> list[tuple[int, int, int, int]]:
-    """(output channels, map side, blocks, released k) of every stage of a ResNet at ``image_size``
-    (default 224 for ImageNet ResNets, strides 4, 8, 16, 32; 32 for CIFAR ResNets, strides 1, 2, 4), e.g. to
-    benchmark one stage's block alone."""
+    """(output channels, map side, blocks, released k) of every stage of a zoo network at ``image_size``
+    (default 224 for ImageNet networks: ResNet strides 4, 8, 16, 32, MobileNetV2's stem 2 then its
+    setting's strides; 32 for CIFAR ResNets, strides 1, 2, 4), e.g. to benchmark one stage's block alone."""
     spec = ARCHS[arch]
-    if spec.family != "resnet":
-        raise ValueError(f"stage_shapes: {arch} is not a ResNet")
+    size = image_size or (32 if spec.dataset == "cifar" else 224)
+    if spec.family == "mobilenet_v2":
+        strides = [s for _, _, _, s in SETTING]
+        sides = [size // (2 * math.prod(strides[: i + 1])) for i in range(len(SETTING))]
+        return [(c, side, n, k) for (_, c, n, _), side, k in zip(SETTING, sides, spec.released_k, strict=True)]
     expansion = 4 if spec.block == "bottleneck" else 1
     width, first_stride = (16, 1) if spec.dataset == "cifar" else (64, 4)
-    size = image_size or (32 if spec.dataset == "cifar" else 224)
     return [
         (width * 2**i * expansion, size // (first_stride * 2**i), n, k)
         for i, (n, k) in enumerate(zip(spec.layers, spec.released_k, strict=True))

@@ -206,11 +206,20 @@ def test_mobilenet_v2_kernel_size_follows_the_block_width_not_the_build_order():
         assert {m.conv[-1].kernel_size for m in stage} == {k}
 
 
-def test_stage_shapes_of_imagenet_and_cifar_resnets():
+def test_stage_shapes_match_the_blocks_of_the_built_networks():
     from ecanet.models.registry import stage_shapes
 
     assert stage_shapes("resnet50") == [(256, 56, 3, 3), (512, 28, 4, 5), (1024, 14, 6, 5), (2048, 7, 3, 7)]
     assert stage_shapes("resnet18", 320)[0] == (64, 80, 2, 3)
     assert stage_shapes("resnet56") == [(16, 32, 9, 3), (32, 16, 9, 3), (64, 8, 9, 3)]
-    with pytest.raises(ValueError, match="mobilenet_v2 is not a ResNet"):
-        stage_shapes("mobilenet_v2")
+    # MobileNetV2: every block's output, as the built network gives it (channels, side, per stage).
+    model, outputs = create_model("eca_mobilenet_v2").eval(), []
+    hooks = [block.register_forward_hook(lambda m, i, o: outputs.append(o.shape)) for block in model.features[1:-1]]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 96, 96))
+    for hook in hooks:
+        hook.remove()
+    shapes = stage_shapes("mobilenet_v2", 96)
+    assert [(c, side, side) for c, side, n, _ in shapes for _ in range(n)] == [tuple(s[1:]) for s in outputs]
+    ks = [m.conv[-1].kernel_size for stage in model.stages() for m in stage]
+    assert ks == [k for _, _, n, k in shapes for _ in range(n)]
