@@ -48,7 +48,9 @@ def broadcast_channels(scale: Tensor, x: Tensor) -> Tensor:
 
 def _shifted(padded: Tensor, k: int) -> tuple[Tensor, ...]:
     """The k windows padded[:, j : j + C] of a padded (N, C + k - 1) vector, as views (two operator calls
-    rather than k)."""
+    rather than k; none for k = 1, the released MobileNetV2's size below 96 channels)."""
+    if k == 1:
+        return (padded,)
     return padded.unfold(1, padded.shape[1] - k + 1, 1).unbind(1)
 
 
@@ -184,6 +186,8 @@ class ECA(nn.Module):
         """v, (..., C), padded on its last (channel) axis by (k - 1) / 2 at each end: zeros, or the ring's
         other end."""
         p = (self.kernel_size - 1) // 2
+        if p == 0:  # k = 1: nothing to pad, and no operator call for it
+            return v
         if self.padding == "zeros":
             return torch.constant_pad_nd(v, (p, p))
         return torch.cat((v[..., v.shape[-1] - p :], v, v[..., :p]), -1)
