@@ -42,3 +42,8 @@ run block_tail_resnet20_bf16 python benchmarks/block_tail.py --model resnet20 --
 for m in resnet50 mobilenet_v2; do
   run "onnx_runtime_profile_${m}" python benchmarks/onnx_runtime_profile.py --model "$m"
 done
+run block_tail_resnet18 python benchmarks/block_tail.py --model resnet18 --repeats 21
+run block_tail_resnet101 python benchmarks/block_tail.py --model resnet101 --repeats 21
+run compiled_block python benchmarks/compiled_block.py --repeats 30
+run compiled_block_kernels python benchmarks/compiled_block.py --repeats 30 --kernels
+run compiled_block_batch1 python benchmarks/compiled_block.py --batch-size 1 --repeats 30
