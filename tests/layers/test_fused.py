@@ -87,6 +87,28 @@ def test_fused_as_accurate_as_plain(attn, dtype, kind):
         assert rel_err(f, r) <= max(2 * rel_err(p, r), 2.5 * floor)
 
 
+@pytest.mark.parametrize("attn", [None, "eca", "se"])
+@pytest.mark.parametrize("kind", ["basic", "bottleneck_down", "inverted_residual", "inverted_no_shortcut"])
+@pytest.mark.parametrize("size", [7, 16])
+def test_bf16_inference_as_accurate_as_plain(attn, kind, size):
+    """Eager bf16 inference takes BatchNorm's kernel for the block's affine map (fp32 coefficients, bf16
+    maps): as close to the fp64 result as the plain formulation."""
+    torch.manual_seed(0)
+    block, c = blocks(attn)[kind]
+    for m in block.modules():  # running statistics that are not the identity map
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.running_mean)
+            nn.init.uniform_(m.running_var, 0.5, 2.0)
+    block.eval()
+    x = torch.randn(4, c, size, size)
+    with torch.no_grad():
+        ref = copy.deepcopy(block).double()(x.double())
+        fused = copy.deepcopy(block).bfloat16()(x.bfloat16())
+        plain = set_fused(copy.deepcopy(block), False).bfloat16()(x.bfloat16())
+    assert fused.dtype == torch.bfloat16
+    assert rel_err(fused, ref) <= max(2 * rel_err(plain, ref), 1e-2)
+
+
 NORMS = {
     "train": lambda: nn.BatchNorm2d(32),
     "eval": lambda: nn.BatchNorm2d(32).eval(),
