@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The runs behind docs/benchmarks.md "ECA against its attention-free twin": every zoo family at its own size
-# (eager; compiled with channels_last; bf16 autocast), batch-1 latency of ResNet-50 and MobileNetV2 (eager,
-# compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster R-CNN's training step, and the block
-# tails at CIFAR and MobileNetV2 shapes, fp32 and bf16 (where eager ECA costs more than the targets allow, and
-# why), and ONNX Runtime's time by operator type. Each output begins with its provenance. Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about two hours on 2 CPU cores)
+# The runs behind docs/benchmarks.md "ECA against its attention-free twin" and "Every target accounted for":
+# every zoo family at its own size (eager; compiled with channels_last; bf16 autocast), batch-1 latency of
+# ResNet-50 and MobileNetV2 (eager, compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster
+# R-CNN's training step, the block tails of every family, fp32 and bf16, ONNX Runtime's time by operator type
+# and the compiled bottlenecks kernel by kernel. Each output begins with its provenance.
+# Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about three hours on 2 CPU cores)
 set -euo pipefail
 out=${1:-benchmarks/results/zero_cost}
 mkdir -p "$out"
