@@ -48,3 +48,4 @@ run block_tail_resnet101 python benchmarks/block_tail.py --model resnet101 --rep
 run compiled_block python benchmarks/compiled_block.py --repeats 30
 run compiled_block_kernels python benchmarks/compiled_block.py --repeats 30 --kernels
 run compiled_block_batch1 python benchmarks/compiled_block.py --batch-size 1 --repeats 30
+run compiled_block_batch1_kernels python benchmarks/compiled_block.py --batch-size 1 --repeats 30 --kernels
