@@ -145,12 +145,14 @@ class Bottleneck(AttentionBlock):
         """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
         with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
         the mean of its input, and h has a quarter of the channels to read. The map costs conv3's input
-        channels in multiply-adds per value of conv3's output that it spares reading, so it is used while
-        those channels are at most four times the spatial size (stages 1-3 of ResNet-50 at 224 px, not
-        stage 4's 7x7 maps)."""
+        channels in multiply-adds per value of conv3's output that it spares reading, and one read of conv3's
+        weights per batch, so it is used while those channels are at most min(4, N / 4) times the spatial
+        size: stages 1-3 of ResNet-50 at 224 px and batch 16, not stage 4's 7x7 maps; at batch 1 stages 1-2
+        only (compiled, at stage 3 the product reading the 256 x 1024 weights costs 0.09 ms per block where
+        pooling conv3's output in the tail kernel costs 0.01, docs/benchmarks.md)."""
         if not uses_running_stats(self.bn3):
             return None
-        if self.conv3.in_channels > 4 * h[0, 0].numel():
+        if self.conv3.in_channels > h[0, 0].numel() * min(4, h.shape[0] / 4):
             return None
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return None

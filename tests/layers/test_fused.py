@@ -446,6 +446,7 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
         (scale_shift, (x, a, b, torch.empty_like(x))),
         (scale_shift, (x, a[0], b[0], torch.empty_like(x))),  # per-channel coefficients
         (add_relu_, (x.clone(), identity)),
+        (add_relu_, (x.clone(), b[:, :, None, None])),  # per-(sample, channel) shift, broadcast
         (relu_backward, (g, x)),
         (channel_sums, (g, x, mean_nc, x_centred, torch.empty_like(x))),
     ]

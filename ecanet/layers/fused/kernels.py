@@ -87,12 +87,13 @@ def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     return torch.addcmul(per_channel(b, x), x, per_channel(a, x), out=out)
 
 
-def add_relu_(y: Tensor, identity: Tensor) -> Tensor:
-    """y = relu(y + identity), in place; on CPU in fp32/fp64 one pass (ATen's ``_add_relu_``, the kernel of
-    PyTorch's own add + ReLU fusion, which has no bf16 or fp16)."""
-    if y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64):
-        return torch.ops.aten._add_relu_(y, identity)
-    return y.add_(identity).relu_()
+def add_relu_(y: Tensor, other: Tensor) -> Tensor:
+    """y = relu(y + other), in place (``other`` broadcasts); in eager fp32/fp64 on CPU one pass (ATen's
+    ``_add_relu_``, the kernel of PyTorch's own add + ReLU fusion, which has no bf16 or fp16; Inductor has no
+    lowering for it and fuses the two operations itself)."""
+    if y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+        return torch.ops.aten._add_relu_(y, other)
+    return y.add_(other).relu_()
 
 
 def relu_backward(g: Tensor, y: Tensor) -> Tensor:
@@ -146,8 +147,8 @@ def _scale_shift_reference(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tens
     return out.copy_(x * per_channel(a, x) + per_channel(b, x))
 
 
-def _add_relu_reference(y: Tensor, identity: Tensor) -> Tensor:
-    return y.copy_((y + identity).clamp_min(0))
+def _add_relu_reference(y: Tensor, other: Tensor) -> Tensor:
+    return y.copy_((y + other).clamp_min(0))
 
 
 def _relu_backward_reference(g: Tensor, y: Tensor) -> Tensor:
