@@ -7,8 +7,10 @@ one operation for it). x * 1.0, the input, stands for that convolution's output 
 variant. Variants:
 ``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU), ``twin`` (the
 zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca`` (their fused
-tails), ``eca plain`` (ECA's plain formulation) and, in inference, ``twin+pool`` (the twin's tail plus one
-spatial mean of its input: the pooling read no eager ECA avoids, its lower bound). Each runs a training step
+tails), ``eca plain`` (ECA's plain formulation) and, in inference, ``twin+pool`` (the twin's tail plus the
+gate's pooled descriptor taken as the block takes it: the least any eager ECA adds). In a bottleneck's
+inference the channel gates take that descriptor as the block does, from conv3's input (a quarter of the
+channels) mapped through conv3's weights where the block's rule picks it, else from x. Each runs a training step
 (forward + backward) and an inference step (forward without autograd, written into the convolution's output as
 the blocks do) on the tensor shapes of the model's stages, timed repeats interleaved (a short step runs
 several times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators
@@ -16,11 +18,13 @@ one step dispatches (forward and backward: each costs microseconds of dispatch w
 which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the
 extra per network step over the stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of
 everything else in the step; this isolates the tail. ``--dtype bfloat16`` runs every tail under CPU autocast on
-bf16 maps, as the networks' tails run under ``ecanet bench --dtype bfloat16``.
+bf16 maps, as the networks' tails run under ``ecanet bench --dtype bfloat16``; ``--frozen-bn`` takes frozen
+BatchNorm, as detection backbones train (``benchmarks/detection.py --train``).
 
     python benchmarks/block_tail.py --repeats 21                              # ResNet-50, batch 16, 224
     python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21    # CIFAR, 32x32
     python benchmarks/block_tail.py --model mobilenet_v2 --dtype bfloat16 --repeats 21
+    python benchmarks/block_tail.py --frozen-bn --batch-size 1 --image-size 320 --repeats 21  # detection
 """
 
 from __future__ import annotations
@@ -31,22 +35,26 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ecanet.layers import ECA, SE, fused_tail
+from ecanet.models import Bottleneck
 from ecanet.models.registry import ARCHS, stage_shapes
 from ecanet.timing import calls_per_repeat, interleaved, provenance
 
 
-def tails(
-    batch: int, channels: int, size: int, k: int, train: bool, relu: bool, dtype: torch.dtype
-) -> dict[str, Callable[[], None]]:
+def tails(args: argparse.Namespace, channels: int, size: int, k: int, train: bool) -> dict[str, Callable[[], None]]:
+    batch, dtype, spec = args.batch_size, getattr(torch, args.dtype), ARCHS[args.model]
+    relu = spec.family == "resnet"  # an inverted residual's tail has no ReLU
     shape = (batch, channels, size, size)
     x = torch.randn(shape, dtype=dtype, requires_grad=train)
     identity = torch.randn(shape, dtype=dtype, requires_grad=train)
     grad = torch.randn(shape, dtype=dtype)
-    bn = nn.BatchNorm2d(channels).train(train)
+    bn = FrozenBatchNorm2d(channels) if args.frozen_bn else nn.BatchNorm2d(channels).train(train)
     eca, se = ECA(channels, k), SE(channels)
     finish = (lambda y: y.backward(grad)) if train else (lambda y: None)
+    bottleneck = spec.block == "bottleneck" and not train
+    conv3_mean = _conv3_mean(batch, channels, size, dtype) if bottleneck else lambda: None
 
     def plain_tail(attention: nn.Module) -> Callable[[], None]:  # as torchvision's blocks: in-place ops
         def step() -> None:
@@ -57,7 +65,11 @@ def tails(
         return step
 
     def fused(attention: nn.Module | None) -> Callable[[], None]:
-        return lambda: finish(fused_tail(attention, bn, x * 1.0, identity, relu=relu, inplace=True))
+        def step() -> None:
+            x_mean = None if attention is None else conv3_mean()
+            finish(fused_tail(attention, bn, x * 1.0, identity, relu=relu, x_mean=x_mean, inplace=True))
+
+        return step
 
     variants = {
         "twin": fused(None),
@@ -66,12 +78,20 @@ def tails(
         "eca": fused(eca),
         "eca plain": plain_tail(eca),
     }
-    if not train:  # the least any eager ECA adds in inference: one read of x for its pooled descriptor
+    if not train:  # the least any eager ECA adds in inference: its pooled descriptor, then the twin's tail
         twin = variants["twin"]
-        variants["twin+pool"] = lambda: (x.mean((2, 3)), twin())
+        variants["twin+pool"] = lambda: (x.mean((2, 3)) if conv3_mean() is None else None, twin())
     if dtype == torch.float32:
         return variants
     return {name: _autocast(fn, dtype) for name, fn in variants.items()}
+
+
+def _conv3_mean(batch: int, channels: int, size: int, dtype: torch.dtype) -> Callable[[], torch.Tensor | None]:
+    """The pooled descriptor as a bottleneck takes it in inference: from its conv3's input (a quarter of the
+    channels) mapped through conv3's weights, where the block's rule picks that, else None (pool x)."""
+    block = Bottleneck(channels, channels // Bottleneck.expansion, attn="eca").eval()
+    h = torch.randn(batch, channels // Bottleneck.expansion, size, size, dtype=dtype)
+    return lambda: block._conv3_mean(h)
 
 
 def _autocast(fn: Callable[[], None], dtype: torch.dtype) -> Callable[[], None]:
@@ -109,9 +129,8 @@ def measure(args: argparse.Namespace, train: bool) -> None:
     phase = "training" if train else "inference"
     total: dict[str, float] = {}
     print(f"{'stage shape':>22}  {'variant':>10}  {phase + ' ms':>13}  {'extra ms':>8}  {'ATen ops':>8}")
-    relu, dtype = ARCHS[args.model].family == "resnet", getattr(torch, args.dtype)
     for channels, size, blocks, k in stage_shapes(args.model, args.image_size):
-        fns = tails(args.batch_size, channels, size, k, train, relu, dtype)
+        fns = tails(args, channels, size, k, train)
         with torch.set_grad_enabled(train):
             ops = {name: op_count(fn) for name, fn in fns.items()}
             calls = calls_per_repeat(fns["twin"], args.repeat_seconds)
@@ -133,6 +152,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=None, help="default: 224, or 32 for CIFAR ResNets")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
+    parser.add_argument("--frozen-bn", action="store_true", help="frozen BatchNorm, as detection backbones train")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--repeat-seconds", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)

@@ -2,7 +2,8 @@
 # The runs behind docs/benchmarks.md "ECA against its attention-free twin" and "Every target accounted for":
 # every zoo family at its own size (eager; compiled with channels_last; bf16 autocast), batch-1 latency of
 # ResNet-50 and MobileNetV2 (eager, compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster
-# R-CNN's training step, the block tails of every family, fp32 and bf16, ONNX Runtime's time by operator type
+# R-CNN's training step, the block tails of every family, fp32 and bf16 (and with frozen BatchNorm at the
+# detector's sizes), ONNX Runtime's time by operator type
 # and the compiled bottlenecks kernel by kernel. Each output begins with its provenance.
 # Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about three hours on 2 CPU cores)
 set -euo pipefail
@@ -49,3 +50,5 @@ run compiled_block python benchmarks/compiled_block.py --repeats 30
 run compiled_block_kernels python benchmarks/compiled_block.py --repeats 30 --kernels
 run compiled_block_batch1 python benchmarks/compiled_block.py --batch-size 1 --repeats 30
 run compiled_block_batch1_kernels python benchmarks/compiled_block.py --batch-size 1 --repeats 30 --kernels
+run block_tail_resnet20 python benchmarks/block_tail.py --model resnet20 --batch-size 64 --repeats 21
+run block_tail_detection python benchmarks/block_tail.py --frozen-bn --batch-size 1 --image-size 320 --repeats 21
