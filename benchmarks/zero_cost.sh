@@ -3,8 +3,8 @@
 # every zoo family at its own size (eager; compiled with channels_last; bf16 autocast), batch-1 latency of
 # ResNet-50 and MobileNetV2 (eager, compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster
 # R-CNN's training step, the block tails of every family, fp32 and bf16 (and with frozen BatchNorm at the
-# detector's sizes), ONNX Runtime's time by operator type
-# and the compiled bottlenecks kernel by kernel. Each output begins with its provenance.
+# detector's sizes), ONNX Runtime's time by operator type and the compiled bottlenecks kernel by kernel.
+# Each output begins with its provenance.
 # Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about three hours on 2 CPU cores)
 set -euo pipefail
 out=${1:-benchmarks/results/zero_cost}
