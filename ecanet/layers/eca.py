@@ -125,16 +125,21 @@ class ECA(nn.Module):
         The 1-D convolution over the channel vector runs as k shifted products (``self.conv.weight``, so
         weights keep their names): on (N, C) tensors cheaper calls than ``nn.Conv1d`` or a product with the
         windows of k neighbours (62 against 326 us at (16, 2048), k = 5, here), and Inductor fuses them with
-        the padding and the gate into one small kernel. Two other forms of the same sum: one Conv node in an
-        exported graph (ONNX Runtime pays per node, and the products would be 2k of them: docs/benchmarks.md,
-        batch-1 latency), and the windowed matrix product while a dispatch mode watches (a FLOP counter
-        counts a product, not the elementwise ops).
+        the padding and the gate into one small kernel. Other forms of the same sum: the module's own
+        convolution in an exported graph (one Conv node: ONNX Runtime pays per node, and the products would
+        be 2k of them: docs/benchmarks.md, batch-1 latency); a convolution over the padded vector for one
+        sample in eager mode (one call for the products' k + 4: 29 against 70 us at (1, 1024), k = 5; not for
+        k = 1, one product, nor from two samples on, where it costs twice the products); the windowed matrix product while a dispatch mode
+        watches (a FLOP counter counts a product, not the elementwise ops).
         """
         k = self.kernel_size
         if self.shared and torch.compiler.is_exporting():
             return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
         padded = self._padded(pooled)
-        if torch.compiler.is_compiling() or not is_in_torch_dispatch_mode():
+        compiling, watched = torch.compiler.is_compiling(), is_in_torch_dispatch_mode()
+        if self.shared and k > 1 and pooled.shape[0] == 1 and not (compiling or watched):
+            return GATES[self.gate_name](F.conv1d(padded.unsqueeze(1), self.conv.weight).squeeze(1))
+        if compiling or not watched:
             return GATES[self.gate_name](self._shifted_products(padded, self._taps()))
         windows = padded.unfold(1, k, 1)  # (N, C, k)
         if self.shared:

@@ -146,13 +146,15 @@ class Bottleneck(AttentionBlock):
         with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
         the mean of its input, and h has a quarter of the channels to read. The map costs conv3's input
         channels in multiply-adds per value of conv3's output that it spares reading, and one read of conv3's
-        weights per batch, so it is used while those channels are at most min(4, N / 4) times the spatial
-        size: stages 1-3 of ResNet-50 at 224 px and batch 16, not stage 4's 7x7 maps; at batch 1 stages 1-2
-        only (compiled, at stage 3 the product reading the 256 x 1024 weights costs 0.09 ms per block where
-        pooling conv3's output in the tail kernel costs 0.01, docs/benchmarks.md)."""
+        weights and a few calls per batch, so it is used while those channels are at most min(4, N / 4) times
+        the spatial size compiled, where h's mean comes nearly free in the kernel that writes h, and min(4,
+        N / 8) in eager mode, where it is a pass and calls of its own. ResNet-50 at 224 px: stages 1-3 at
+        batch 16 (not stage 4's 7x7 maps); at batch 1 stages 1-2 compiled, stage 1 in eager mode (measured
+        per block in docs/benchmarks.md, "The conv3 map and the batch")."""
         if not uses_running_stats(self.bn3):
             return None
-        if self.conv3.in_channels > h[0, 0].numel() * min(4, h.shape[0] / 4):
+        batch_share = h.shape[0] / (4 if torch.compiler.is_compiling() else 8)
+        if self.conv3.in_channels > h[0, 0].numel() * min(4, batch_share):
             return None
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return None

@@ -48,11 +48,12 @@ def naive_eca(x, weight, circular=False, shared=True):
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("shared", [True, False])
-def test_eca_matches_naive_loop(padding, shared):
+@pytest.mark.parametrize("batch", [1, 3])  # one sample: the gate runs as a convolution call
+def test_eca_matches_naive_loop(padding, shared, batch):
     torch.manual_seed(0)
     eca = ECA(12, kernel_size=5, padding=padding, shared=shared).double()
     torch.nn.init.normal_(eca.conv.weight)
-    x = torch.randn(3, 12, 4, 5, dtype=torch.float64)
+    x = torch.randn(batch, 12, 4, 5, dtype=torch.float64)
     expected = naive_eca(x, eca.conv.weight.detach(), circular=padding == "circular", shared=shared)
     torch.testing.assert_close(eca(x), expected)
 
