@@ -3,8 +3,12 @@
 The tail is what attention changes: ``relu(attention(bn(x)) + identity)`` after a ResNet block's last
 convolution, ``attention(bn(x)) + identity`` after an inverted residual's projection (MobileNetV2: no ReLU;
 timed with the shortcut in every block, though each stage's first block has none: the variants add the same
-one operation for it). x * 1.0, the input, stands for that convolution's output and is the same in every
-variant. Variants:
+one operation for it). The input x stands for that convolution's output, the same in every variant: in
+training x itself (its gradient accumulates in place), in inference a copy of x into one buffer (the step
+overwrites it). A fresh full-size tensor per call (x * 1.0, before 2026-11-30 07:30 UTC) timed the
+allocator: whether glibc hands it out with its pages mapped depends on what the other variants allocate,
+which made ECA's extra at ResNet-50's stage 2 (16, 512, 28, 28) +2.2 ms in one run where the same tails
+timed alone differ by 0.06 ms. Variants:
 ``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU), ``twin`` (the
 zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca`` (their fused
 tails), ``eca plain`` (ECA's plain formulation) and, in inference, ``twin+pool`` (the twin's tail plus the
@@ -55,10 +59,14 @@ def tails(args: argparse.Namespace, channels: int, size: int, k: int, train: boo
     finish = (lambda y: y.backward(grad)) if train else (lambda y: None)
     bottleneck = spec.block == "bottleneck" and not train
     conv3_mean = _conv3_mean(batch, channels, size, dtype) if bottleneck else lambda: None
+    buffer = None if train else torch.empty_like(x)  # no fresh full-size tensor per call (docstring)
+
+    def conv_out() -> torch.Tensor:  # training: x itself, whose gradient accumulates in place
+        return x if buffer is None else buffer.copy_(x)
 
     def plain_tail(attention: nn.Module) -> Callable[[], None]:  # as torchvision's blocks: in-place ops
         def step() -> None:
-            out = attention(bn(x * 1.0))
+            out = attention(bn(conv_out()))
             out += identity
             finish(torch.relu_(out) if relu else out)
 
@@ -67,7 +75,7 @@ def tails(args: argparse.Namespace, channels: int, size: int, k: int, train: boo
     def fused(attention: nn.Module | None) -> Callable[[], None]:
         def step() -> None:
             x_mean = None if attention is None else conv3_mean()
-            finish(fused_tail(attention, bn, x * 1.0, identity, relu=relu, x_mean=x_mean, inplace=True))
+            finish(fused_tail(attention, bn, conv_out(), identity, relu=relu, x_mean=x_mean, inplace=True))
 
         return step
 
@@ -153,6 +161,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default: 224, or 32 for CIFAR ResNets")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
     parser.add_argument("--frozen-bn", action="store_true", help="frozen BatchNorm, as detection backbones train")
+    parser.add_argument("--inference-only", action="store_true", help="no training steps")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--repeat-seconds", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)
@@ -161,7 +170,8 @@ def main() -> None:
     print("\n".join(provenance()))
     print(f"dispatch floor: {dispatch_floor(args.repeats):.2f} us per small ATen operator from Python")
     measure(args, train=False)
-    measure(args, train=True)
+    if not args.inference_only:
+        measure(args, train=True)
 
 
 if __name__ == "__main__":
