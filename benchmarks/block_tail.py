@@ -5,10 +5,10 @@ convolution, ``attention(bn(x)) + identity`` after an inverted residual's projec
 timed with the shortcut in every block, though each stage's first block has none: the variants add the same
 one operation for it). The input x stands for that convolution's output, the same in every variant: in
 training x itself (its gradient accumulates in place), in inference a copy of x into one buffer (the step
-overwrites it). A fresh full-size tensor per call (x * 1.0, before 2026-11-30 07:30 UTC) timed the
+overwrites it). A fresh full-size tensor per call (x * 1.0, before commit 2018aa7) timed the
 allocator: whether glibc hands it out with its pages mapped depends on what the other variants allocate,
 which made ECA's extra at ResNet-50's stage 2 (16, 512, 28, 28) +2.2 ms in one run where the same tails
-timed alone differ by 0.06 ms. Variants:
+timed alone (ad hoc, 15 repeats) differ by 0.06 ms. Variants:
 ``plain`` (torchvision's formulation, no attention: BatchNorm, in-place addition and ReLU), ``twin`` (the
 zoo's attention-free block: its fused tail, the base of the extra times), ``se`` and ``eca`` (their fused
 tails), ``eca plain`` (ECA's plain formulation) and, in inference, ``twin+pool`` (the twin's tail plus the
