@@ -128,9 +128,10 @@ class ECA(nn.Module):
         the padding and the gate into one small kernel. Other forms of the same sum: the module's own
         convolution in an exported graph (one Conv node: ONNX Runtime pays per node, and the products would
         be 2k of them: docs/benchmarks.md, batch-1 latency); a convolution over the padded vector for one
-        sample in eager mode (one call for the products' k + 4: 29 against 70 us at (1, 1024), k = 5; not for
-        k = 1, one product, nor from two samples on, where it costs twice the products); the windowed matrix product while a dispatch mode
-        watches (a FLOP counter counts a product, not the elementwise ops).
+        sample in eager mode (one call for the products' k + 4: 29 against 70 us at (1, 1024), k = 5; not
+        for k = 1, one product, nor from two samples on, where it costs twice the products); the windowed
+        matrix product while a dispatch mode watches (a FLOP counter counts a product, not the elementwise
+        ops).
         """
         k = self.kernel_size
         if self.shared and torch.compiler.is_exporting():
