@@ -153,10 +153,10 @@ class Bottleneck(AttentionBlock):
         per block in docs/benchmarks.md, "The conv3 map and the batch")."""
         if not uses_running_stats(self.bn3):
             return None
-        batch_share = h.shape[0] / (4 if torch.compiler.is_compiling() else 8)
-        if self.conv3.in_channels > h[0, 0].numel() * min(4, batch_share):
+        compiling = torch.compiler.is_compiling()
+        if torch.is_grad_enabled() and not compiling:
             return None
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if self.conv3.in_channels > h[0, 0].numel() * min(4, h.shape[0] / (4 if compiling else 8)):
             return None
         pooled = global_average_pool(h, accumulation_dtype(h.dtype)).to(h.dtype)  # bf16 maps: no fp32 copy
         return F.linear(pooled, self.conv3.weight.flatten(1))

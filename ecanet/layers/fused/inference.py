@@ -3,9 +3,10 @@
 With its statistics known, BatchNorm is an affine map per channel, so ``act(gate(norm(x)) + identity)`` is
 ``act(x * (scale * s) + shift * s + identity)`` with per-(sample, channel) coefficients, and the gate's
 pooled descriptor is mean_S(x) * scale + shift: no BatchNorm output is needed. Without attention, s = 1 and
-the coefficients are per channel. In eager inference the result may overwrite x, and bf16/fp16 maps on a
-CPU take BatchNorm's kernel for the affine map. Under torch.compile Inductor generates the fused kernels and
-the backward from these operations; custom autograd code would only hide the maths from it.
+the coefficients are per channel. In eager inference the step is two passes (the map with the identity,
+then the shift with the ReLU) and may overwrite x; bf16/fp16 maps on a CPU take BatchNorm's kernel for the
+affine map. Under torch.compile Inductor generates the fused kernels and the backward from these operations;
+custom autograd code would only hide the maths from it.
 """
 
 from __future__ import annotations
