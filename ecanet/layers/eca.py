@@ -185,7 +185,10 @@ class ECA(nn.Module):
         return [self.conv.weight]
 
     def _taps(self) -> tuple[Tensor, ...]:
-        """The kernel's k taps: (1,) each, or (C,) for ECA-NS (channel c's weight for its window's j-th)."""
+        """The kernel's k taps: (1,) each, or (C,) for ECA-NS (channel c's weight for its window's j-th); one
+        view for k = 1."""
+        if self.kernel_size == 1:
+            return (self.conv.weight.view(-1),)
         return self.conv.weight.view(-1, self.kernel_size).unbind(1)
 
     def _padded(self, v: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..layers import attention_attribute, create_attention
 from ..layers.fused import fast_path_applies, fused_tail, set_fused, uses_running_stats
-from ..layers.fused.kernels import global_average_pool
+from ..layers.fused.kernels import cast, global_average_pool
 from ..layers.fused.statistics import accumulation_dtype
 from .norm import freeze_parameters
 
@@ -158,7 +158,7 @@ class Bottleneck(AttentionBlock):
             return None
         if self.conv3.in_channels > h[0, 0].numel() * min(4, h.shape[0] / (4 if compiling else 8)):
             return None
-        pooled = global_average_pool(h, accumulation_dtype(h.dtype)).to(h.dtype)  # bf16 maps: no fp32 copy
+        pooled = cast(global_average_pool(h, accumulation_dtype(h.dtype)), h.dtype)  # bf16 maps: no fp32 copy
         return F.linear(pooled, self.conv3.weight.flatten(1))
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cbam import CBAM
-from .kernels import per_channel, scale_shift
+from .kernels import cast, per_channel, scale_shift
 from .statistics import affine, statistics
 
 
@@ -25,8 +25,8 @@ def _channel_gated(cbam: CBAM, norm: nn.Module, x: Tensor, inplace: bool) -> Ten
     scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
     low, high = torch.aminmax(x.flatten(2), dim=2)
     peak = torch.where(scale >= 0, high * scale, low * scale) + shift  # max over positions of x * scale + shift
-    s = cbam.channel_gate((stats.mean_nc * scale + shift).to(x.dtype), peak.to(x.dtype))
-    a, b = (scale * s).to(x.dtype), (shift * s).to(x.dtype)
+    s = cbam.channel_gate(cast(stats.mean_nc * scale + shift, x.dtype), cast(peak, x.dtype))
+    a, b = cast(scale * s, x.dtype), cast(shift * s, x.dtype)
     if torch.compiler.is_compiling():  # plain operations, which Inductor fuses
         return x * per_channel(a, x) + per_channel(b, x)
     return scale_shift(x, a, b, out=x if inplace else torch.empty_like(x))

@@ -32,7 +32,7 @@ def affine_step(
     stats = statistics(norm, x, x_mean, per_sample=attention is not None)
     scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
     if attention is not None:
-        s = attention.gate(torch.addcmul(shift, stats.mean_nc, scale).to(x.dtype))
+        s = attention.gate(cast(torch.addcmul(shift, stats.mean_nc, scale), x.dtype))
         scale, shift = scale * s, shift * s
     out = x if inplace else None
     if torch.compiler.is_compiling():
