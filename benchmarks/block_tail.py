@@ -20,7 +20,8 @@ the blocks do) on the tensor shapes of the model's stages, timed repeats interle
 several times per repeat). The table gives median milliseconds, the extra over the twin and the ATen operators
 one step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
 which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the
-extra per network step over the stages' blocks. Whole-network timings (``ecanet bench``) carry the noise of
+extra per network step over the stages' blocks and, from the twin network's whole step timed in the same run
+(``--step-repeats``), the ratio each variant's extra predicts: twin step / (twin step + extra). Whole-network timings (``ecanet bench``) carry the noise of
 everything else in the step; this isolates the tail. ``--dtype bfloat16`` runs every tail under CPU autocast on
 bf16 maps, as the networks' tails run under ``ecanet bench --dtype bfloat16``; ``--frozen-bn`` takes frozen
 BatchNorm, as detection backbones train (``benchmarks/detection.py --train``).
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ecanet.bench import BenchConfig, Runner
 from ecanet.layers import ECA, SE, fused_tail
 from ecanet.models import Bottleneck
 from ecanet.models.registry import ARCHS, stage_shapes
@@ -152,6 +154,21 @@ def measure(args: argparse.Namespace, train: bool) -> None:
     blocks = ", ".join(str(n) for _, _, n, _ in stage_shapes(args.model))
     extra = ", ".join(f"{n} {v:+.1f} ms" for n, v in total.items())
     print(f"extra per {phase} step of {args.model} ({blocks} blocks) over the twin: {extra}")
+    if args.step_repeats and not args.frozen_bn:  # a detector's step: benchmarks/detection.py --train
+        step = twin_step_ms(args, train)
+        ratios = ", ".join(f"{n} {step / (step + v):.3f}x" for n, v in total.items() if n != "twin")
+        print(f"the twin {args.model}'s whole {phase} step: {step:.1f} ms; predicted ratio to it: {ratios}")
+
+
+def twin_step_ms(args: argparse.Namespace, train: bool) -> float:
+    """Median milliseconds of the twin network's whole step (``ecanet bench``'s inference or training step,
+    the loss and SGD included), at the run's batch, image size and dtype."""
+    size = args.image_size or (32 if ARCHS[args.model].dataset == "cifar" else 224)
+    cfg = BenchConfig(models=[args.model], batch_size=args.batch_size, image_size=size, dtype=args.dtype)
+    runner = Runner(args.model, cfg)
+    fn = runner.train if train else runner.infer
+    times = interleaved({"step": fn}, args.step_repeats, warmup=2)["step"]
+    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -164,6 +181,7 @@ def main() -> None:
     parser.add_argument("--inference-only", action="store_true", help="no training steps")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--repeat-seconds", type=float, default=0.25)
+    parser.add_argument("--step-repeats", type=int, default=5, help="timings of the twin's whole step (0: none)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

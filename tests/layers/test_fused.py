@@ -431,6 +431,7 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
         centred_sum,
         channel_sums,
         global_average_pool,
+        normalize,
         relu_backward,
         scale_shift,
     )
@@ -440,11 +441,14 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     x, g, identity = (torch.randn(3, 5, 4, 6, dtype=torch.float64).to(memory_format=fmt) for _ in range(3))
     mean, mean_nc, x_centred = (torch.randn(*shape, dtype=torch.float64) for shape in [(5,), (3, 5), (3, 5)])
     a, b = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    var, x_in = torch.rand(5, dtype=torch.float64) + 0.5, x.clone()
     cases = [
         (global_average_pool, (x, torch.float64)),
         (centred_sum, (x, mean)),
         (scale_shift, (x, a, b, torch.empty_like(x))),
         (scale_shift, (x, a[0], b[0], torch.empty_like(x))),  # per-channel coefficients
+        (normalize, (x, a[0], b[0], mean, var, 1e-5, torch.empty_like(x))),
+        (normalize, (x_in, None, None, mean, var, 1e-3, x_in)),  # no affine, into x itself
         (add_relu_, (x.clone(), identity)),
         (add_relu_, (x.clone(), b[:, :, None, None])),  # per-(sample, channel) shift, broadcast
         (relu_backward, (g, x)),

@@ -87,6 +87,18 @@ def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     return torch.addcmul(per_channel(b, x), x, per_channel(a, x), out=out)
 
 
+def normalize(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor, eps: float, out: Tensor
+) -> Tensor:
+    """out = (x - mean) / sqrt(var + eps) * weight + bias per channel: BatchNorm's inference kernel, one call
+    from the norm's own parameters and statistics (no coefficients to compute first; ``out`` may be x)."""
+    empty = mean.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(
+        x, weight, bias, mean, var, False, 0.0, eps, out=out, save_mean=empty, save_invstd=empty
+    )
+    return out
+
+
 def add_relu_(y: Tensor, other: Tensor) -> Tensor:
     """y = relu(y + other), in place (``other`` broadcasts); in eager fp32/fp64 on CPU one pass (ATen's
     ``_add_relu_``, the kernel of PyTorch's own add + ReLU fusion, which has no bf16 or fp16; Inductor has no
@@ -147,6 +159,14 @@ def _scale_shift_reference(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tens
     return out.copy_(x * per_channel(a, x) + per_channel(b, x))
 
 
+def _normalize_reference(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor, eps: float, out: Tensor
+) -> Tensor:
+    y = (x - per_channel(mean, x)) / per_channel((var + eps).sqrt(), x)
+    y = y if weight is None else y * per_channel(weight, x)
+    return out.copy_(y if bias is None else y + per_channel(bias, x))
+
+
 def _add_relu_reference(y: Tensor, other: Tensor) -> Tensor:
     return y.copy_((y + other).clamp_min(0))
 
@@ -167,6 +187,7 @@ REFERENCES = {
     global_average_pool: _global_average_pool_reference,
     centred_sum: _centred_sum_reference,
     scale_shift: _scale_shift_reference,
+    normalize: _normalize_reference,
     add_relu_: _add_relu_reference,
     relu_backward: _relu_backward_reference,
     channel_sums: _channel_sums_reference,
