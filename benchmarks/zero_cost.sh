@@ -35,9 +35,11 @@ run sweep_size ecanet bench --models resnet50 eca_resnet50 --image-sizes 32 64 1
 run zoo_bf16 ecanet bench --suite zoo --families resnet50 resnet20 mobilenet_v2 --dtype bfloat16 --repeats 7 \
   --json "$out/zoo_bf16.json" --plot "$out/zoo_bf16.png"
 run block_tail_resnet50 python benchmarks/block_tail.py --repeats 21
-run block_tail_resnet50_batch1 python benchmarks/block_tail.py --batch-size 1 --repeats 21
+run block_tail_resnet50_batch1 python benchmarks/block_tail.py --batch-size 1 --inference-only --repeats 21 \
+  --step-repeats 15
 run block_tail_mobilenet_v2 python benchmarks/block_tail.py --model mobilenet_v2 --repeats 21
-run block_tail_mobilenet_v2_batch1 python benchmarks/block_tail.py --model mobilenet_v2 --batch-size 1 --repeats 21
+run block_tail_mobilenet_v2_batch1 python benchmarks/block_tail.py --model mobilenet_v2 --batch-size 1 --inference-only \
+  --repeats 21 --step-repeats 15
 run block_tail_mobilenet_v2_bf16 python benchmarks/block_tail.py --model mobilenet_v2 --dtype bfloat16 --repeats 21
 run block_tail_resnet20_bf16 python benchmarks/block_tail.py --model resnet20 --batch-size 64 --dtype bfloat16 \
   --repeats 21
