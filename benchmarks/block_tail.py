@@ -21,10 +21,11 @@ several times per repeat). The table gives median milliseconds, the extra over t
 one step dispatches (forward and backward: each costs microseconds of dispatch whatever the tensor's size,
 which is what ECA's cost is made of on small maps; the first line measures that floor); the last line sums the
 extra per network step over the stages' blocks and, from the twin network's whole step timed in the same run
-(``--step-repeats``), the ratio each variant's extra predicts: twin step / (twin step + extra). Whole-network timings (``ecanet bench``) carry the noise of
-everything else in the step; this isolates the tail. ``--dtype bfloat16`` runs every tail under CPU autocast on
-bf16 maps, as the networks' tails run under ``ecanet bench --dtype bfloat16``; ``--frozen-bn`` takes frozen
-BatchNorm, as detection backbones train (``benchmarks/detection.py --train``).
+(``--step-repeats``), the ratio each variant's extra predicts: twin step / (twin step + extra). Whole-network
+timings (``ecanet bench``) carry the noise of everything else in the step; this isolates the tail.
+``--dtype bfloat16`` runs every tail under CPU autocast on bf16 maps, as the networks' tails run under
+``ecanet bench --dtype bfloat16``; ``--frozen-bn`` takes frozen BatchNorm, as detection backbones train
+(``benchmarks/detection.py --train``).
 
     python benchmarks/block_tail.py --repeats 21                              # ResNet-50, batch 16, 224
     python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21    # CIFAR, 32x32

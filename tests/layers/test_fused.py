@@ -109,6 +109,23 @@ def test_bf16_inference_as_accurate_as_plain(attn, kind, size):
     assert rel_err(fused, ref) <= max(2 * rel_err(plain, ref), 1e-2)
 
 
+@pytest.mark.parametrize("kind", ["eval", "no_affine", "frozen"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_bf16_inference_without_gate_equals_batchnorm(kind, inplace):
+    """Without a gate, eager bf16 inference is BatchNorm's own kernel with the norm's statistics (frozen
+    BatchNorm too), then the addition and ReLU: BatchNorm's result in fp64, to bf16's precision, written into
+    x itself when asked."""
+    norm = random_norm(kind).eval()
+    x, identity = torch.randn(2, 32, 5, 5).bfloat16(), torch.randn(2, 32, 5, 5).bfloat16()
+    ref = torch.relu(norm(x.double()) + identity.double())
+    given = x.clone()
+    with torch.no_grad():
+        y = fused_tail(None, norm.float(), given, identity, inplace=inplace)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double(), ref, rtol=2e-2, atol=2e-2)
+    assert (y.data_ptr() == given.data_ptr()) == inplace
+
+
 NORMS = {
     "train": lambda: nn.BatchNorm2d(32),
     "eval": lambda: nn.BatchNorm2d(32).eval(),
