@@ -5,7 +5,7 @@ With its statistics known, BatchNorm is an affine map per channel, so ``act(gate
 pooled descriptor is mean_S(x) * scale + shift: no BatchNorm output is needed. Without attention, s = 1 and
 the coefficients are per channel. In eager inference the step is two passes (the map with the identity,
 then the shift with the ReLU) and may overwrite x; bf16/fp16 maps on a CPU take BatchNorm's kernel for the
-affine map. Under torch.compile Inductor generates the fused kernels and the backward from these operations;
+affine map (without a gate, with the norm's own statistics). Under torch.compile Inductor generates the fused kernels and the backward from these operations;
 custom autograd code would only hide the maths from it.
 """
 
@@ -64,9 +64,10 @@ def _out(x: Tensor, inplace: bool) -> Tensor:
 
 
 def _add_act_(y: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
-    """act(y + identity), in place in y (bf16/fp16, where ATen's add + ReLU kernel does not run)."""
-    y = y if identity is None else y.add_(identity)
-    return y.relu_() if relu else y
+    """act(y + identity), in place in y."""
+    if identity is None:
+        return y.relu_() if relu else y
+    return add_relu_(y, identity) if relu else y.add_(identity)
 
 
 def scale_add(x: Tensor, a: Tensor, b: Tensor, identity: Tensor | None, relu: bool, out: Tensor | None) -> Tensor:
