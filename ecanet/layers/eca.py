@@ -154,7 +154,7 @@ class ECA(nn.Module):
         (dL/d(pooled), [dL/d(self.conv.weight)]). The fused training step calls it instead of recording the
         gate's graph for autograd, whose engine costs more than the gate itself on small maps. Both ways the
         convolution is k shifted products (``gate``)."""
-        k, c = self.kernel_size, pooled.shape[1]
+        k, c, kernel = self.kernel_size, pooled.shape[1], self.conv.weight
         padded, taps = self._padded(pooled), self._taps()
         conv = self._shifted_products(padded, taps)
         weights = GATES[self.gate_name](conv)
@@ -163,20 +163,22 @@ class ECA(nn.Module):
             d_conv = GATE_BACKWARDS[self.gate_name](d_weights, conv, weights)
             # Under autocast the gate computed in the kernel's dtype: d_conv may be wider than the input.
             windows = padded if padded.dtype == d_conv.dtype else padded.to(d_conv.dtype)
-            # Tap j's gradient: d_conv times window j, summed over the samples (and channels, if shared).
-            d_taps = [(d_conv * window).sum(0) for window in _shifted(windows, k)]
-            d_kernel = torch.stack(d_taps, -1)  # (C, k)
-            d_kernel = d_kernel.sum(0) if self.shared else d_kernel
+            # Tap j's gradient: d_conv times window j, summed over the samples (and channels, if shared): one
+            # product with the (N, k, C) windows, where k products and their sums cost 2k + 2 calls (15 against
+            # 26 us at (64, 16), k = 3; 148 against 173 at (16, 2048), k = 5).
+            products = windows.unfold(1, c, 1) * d_conv.unsqueeze(1)
+            d_kernel = products.sum((0, 2)) if self.shared else products.sum(0).t()  # (k,) or (C, k)
             # The adjoint: d_pooled[q] = sum_j kernel[q + p - j, j] * d_conv[q + p - j], the same shifted
             # products over the padded d_conv with the taps reversed (for ECA-NS each tap padded as the
             # channels were, so that channel i's weight meets d_conv[i]).
             if self.shared:
                 adjoint = taps[::-1]
             else:
-                padded_kernel = self._padded(self.conv.weight.view(c, k).t())  # (k, C + k - 1)
+                padded_kernel = self._padded(kernel.view(c, k).t())  # (k, C + k - 1)
                 adjoint = [padded_kernel[k - 1 - j, j : j + c] for j in range(k)]
             d_pooled = self._shifted_products(self._padded(d_conv), adjoint)
-            return d_pooled, [d_kernel.view_as(self.conv.weight).to(self.conv.weight.dtype)]
+            d_kernel = d_kernel.reshape(kernel.shape)
+            return d_pooled, [d_kernel if d_kernel.dtype == kernel.dtype else d_kernel.to(kernel.dtype)]
 
         return weights, vjp
 

@@ -53,15 +53,17 @@ def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     return total.view(n, c) / positions
 
 
-def centred_sum(x: Tensor, mean: Tensor) -> Tensor:
-    """sum over (N, *S) of x * (x - mean), per channel: the variance times the count, in one read of x.
+def variance_about(x: Tensor, mean: Tensor) -> Tensor:
+    """The mean over (N, *S) of x * (x - mean), per channel: x's biased variance given its mean, in one read.
 
-    BatchNorm's backward reduction with x as both the gradient and the input (it writes nothing full-size).
+    BatchNorm's backward reduction with x as both the gradient and the input (it writes nothing full-size),
+    its inverse-std argument 1 / count scaling the sum in the same call.
     """
-    _, total, _ = torch.ops.aten.native_batch_norm_backward(
-        x, x, None, None, None, mean, torch.ones_like(mean), True, 0.0, [False, True, False]
+    count = x.numel() // max(x.shape[1], 1)
+    _, var, _ = torch.ops.aten.native_batch_norm_backward(
+        x, x, None, None, None, mean, torch.full_like(mean, 1 / count), True, 0.0, [False, True, False]
     )
-    return total
+    return var
 
 
 def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
@@ -104,7 +106,7 @@ def add_relu_(y: Tensor, other: Tensor) -> Tensor:
     ``_add_relu_``, the kernel of PyTorch's own add + ReLU fusion, which has no bf16 or fp16; Inductor has no
     lowering for it and fuses the two operations itself)."""
     if y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
-        return torch.ops.aten._add_relu_(y, other)
+        return torch._add_relu_(y, other)
     return y.add_(other).relu_()
 
 
@@ -151,8 +153,8 @@ def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x.to(dtype).mean(tuple(range(2, x.ndim)))
 
 
-def _centred_sum_reference(x: Tensor, mean: Tensor) -> Tensor:
-    return (x * (x - per_channel(mean, x))).sum((0, *range(2, x.ndim)))
+def _variance_about_reference(x: Tensor, mean: Tensor) -> Tensor:
+    return (x * (x - per_channel(mean, x))).mean((0, *range(2, x.ndim)))
 
 
 def _scale_shift_reference(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
@@ -185,7 +187,7 @@ def _channel_sums_reference(
 
 REFERENCES = {
     global_average_pool: _global_average_pool_reference,
-    centred_sum: _centred_sum_reference,
+    variance_about: _variance_about_reference,
     scale_shift: _scale_shift_reference,
     normalize: _normalize_reference,
     add_relu_: _add_relu_reference,

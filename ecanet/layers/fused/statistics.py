@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .kernels import centred_sum, global_average_pool
+from .kernels import global_average_pool, variance_about
 
 # The norms the step takes, with the input rank each accepts (as their own _check_input_dim does).
 FUSED_NORMS: dict[type, int] = {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5, FrozenBatchNorm2d: 4}
@@ -62,11 +62,11 @@ def _momentum(norm: nn.Module) -> float:
 def batch_variance(x: Tensor, mean: Tensor) -> Tensor:
     """The biased variance per channel over the batch and space, given its mean.
 
-    One read of x (``centred_sum``). That sum also holds mean * sum(x - mean), the rounding of the mean
+    One read of x (``variance_about``). Its sum also holds mean * sum(x - mean), the rounding of the mean
     times the count: a relative error of about eps * (mean / std)^2; where a channel's mean exceeds 30 std,
     the two-pass variance is taken instead (checked on CPU only: a GPU would have to wait for the check).
     """
-    var = centred_sum(x, mean) / (x.numel() // x.shape[1])
+    var = variance_about(x, mean)
     # var * 900 < mean^2 for some channel, in few operator calls
     if x.device.type == "cpu" and float(torch.addcmul(var, mean, mean, value=-1 / 900).amin()) < 0:
         var = torch.var(x.to(mean.dtype), dim=(0, *range(2, x.ndim)), correction=0)
