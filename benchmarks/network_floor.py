@@ -1,0 +1,114 @@
+"""ECA's cost inside a whole network step, against the least any eager ECA would add there.
+
+`block_tail.py` times a block's tail alone, its tensors in cache and nothing else running between calls; in a
+network step the same Python code and small operators run between convolutions that evict the caches, and
+cost more (ResNet-56: ECA's training tail costs its twin's 0.4–0.5 ms more alone, about 1 ms more in the
+step). This script times whole steps (`ecanet bench`'s: inference, or forward, loss, backward and SGD) of
+three networks of one ResNet family, interleaved, with paired ratios:
+
+- ``twin``: the attention-free twin (the ratios' base);
+- ``twin+least``: the twin, and after every block on the block's output the work no eager ECA can do
+  without: its pooled descriptor (one reduction) and its gate (the 1-D convolution and sigmoid, as ECA's
+  ``gate_vjp`` computes them); in training also the gate's derivative and the reduction the scale's
+  gradient needs (sum over positions of the gradient times the map: ``kernels.channel_sums``), run in the
+  forward pass (an operator costs the same there). No BatchNorm statistics, no coefficients, no autograd
+  Function: less than any implementation of ECA's tail can run in eager PyTorch;
+- ``eca``: the ECA network (its fused tail).
+
+If ``twin+least`` already misses a target, no eager ECA meets it.
+
+    python benchmarks/network_floor.py --model resnet56 --repeats 21
+    python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+
+import torch
+from torch import Tensor, nn
+
+from ecanet.bench import BenchConfig, Runner
+from ecanet.layers.fused.kernels import channel_sums
+from ecanet.models.registry import ARCHS
+from ecanet.models.resnet import AttentionBlock
+from ecanet.timing import calls_per_repeat, interleaved, provenance
+
+
+class Least(nn.Module):
+    """A twin block followed by the least ECA adds, on the block's output; ``gate`` is the ECA network's
+    module of the same block (its kernel size)."""
+
+    def __init__(self, block: nn.Module, gate: nn.Module) -> None:
+        super().__init__()
+        self.block, self.gate = block, gate
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block(x)
+        with torch.no_grad():
+            h = out.detach()
+            pooled = h.mean((2, 3))
+            weights, vjp = self.gate.gate_vjp(pooled)
+            if self.training:
+                # the backward's reduction for the scale (h standing in for the gradient; NCHW, so that
+                # channel_sums writes nothing into its scratch argument) and the gate's derivative
+                _, g_xz = channel_sums(h, h, pooled, weights, h)
+                vjp(g_xz)
+        return out
+
+
+def with_least(twin: nn.Module, eca: nn.Module) -> nn.Module:
+    """A copy of ``twin`` whose every attention block is followed by ``Least`` with ``eca``'s gate."""
+    model = copy.deepcopy(twin)
+    gates = {name: m.attention_module for name, m in eca.named_modules() if isinstance(m, AttentionBlock)}
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, AttentionBlock):
+                full = f"{parent_name}.{name}" if parent_name else name
+                setattr(parent, name, Least(child, copy.deepcopy(gates[full])))
+    return model
+
+
+def main() -> None:
+    resnets = sorted(n for n, a in ARCHS.items() if a.family == "resnet")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet56", choices=resnets, help="the twin (ECA: eca_ + name)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64 (CIFAR) or 16")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 32 (CIFAR) or 224")
+    parser.add_argument("--inference-only", action="store_true", help="no training steps")
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--repeat-seconds", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cifar = ARCHS[args.model].dataset == "cifar"
+    size = args.image_size or (32 if cifar else 224)
+    batch = args.batch_size or (64 if cifar else 16)
+    print("\n".join(provenance()))
+    cfg = BenchConfig(models=[args.model], batch_size=batch, image_size=size)
+    twin, eca = Runner(args.model, cfg), Runner(f"eca_{args.model}", cfg)
+    least = Runner(args.model, cfg)
+    least.model = least.step_fn = with_least(twin.model, eca.model)
+    least.opt = torch.optim.SGD(least.model.parameters(), lr=1e-3, momentum=0.9)
+    runners = {"twin": twin, "twin+least": least, "eca": eca}
+    print(
+        f"{args.model}, batch {batch}, {size}x{size}, eager, {args.threads} threads, {args.repeats} interleaved repeats"
+    )
+    print(f"{'phase':>9}  {'variant':>10}  {'step ms':>8}  {'twin / it':>9}  {'extra per block':>15}")
+    blocks = sum(isinstance(m, AttentionBlock) for m in twin.model.modules())
+    for phase in ["inference"] + ([] if args.inference_only else ["training"]):
+        fns = {name: (r.infer if phase == "inference" else r.train) for name, r in runners.items()}
+        times = interleaved(fns, args.repeats, warmup=2, calls=calls_per_repeat(fns["twin"], args.repeat_seconds))
+        base = statistics.median(times["twin"])
+        for name, series in times.items():
+            ratio = statistics.median(a / b for a, b in zip(series, times["twin"]))  # paired, as ecanet bench
+            extra_us = (ratio - 1) * base / blocks * 1e6
+            print(
+                f"{phase:>9}  {name:>10}  {statistics.median(series) * 1e3:8.1f}  {1 / ratio:9.3f}  {extra_us:+12.0f} us"
+            )
+
+
+if __name__ == "__main__":
+    main()
