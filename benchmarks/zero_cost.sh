@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The runs behind docs/benchmarks.md "ECA against its attention-free twin" and "Every target accounted for":
-# every zoo family at its own size (eager; compiled with channels_last; bf16 autocast), batch-1 latency of
+# The runs behind docs/benchmarks.md "ECA against its attention-free twin" to "The whole network step":
+# every zoo family at its own size (eager; compiled with channels_last; bf16 autocast), the whole-step floor
+# (network_floor.py), batch-1 latency of
 # ResNet-50 and MobileNetV2 (eager, compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster
 # R-CNN's training step, the block tails of every family, fp32 and bf16 (and with frozen BatchNorm at the
 # detector's sizes), ONNX Runtime's time by operator type and the compiled bottlenecks kernel by kernel.
 # Each output begins with its provenance.
-# Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about three hours on 2 CPU cores)
+# Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about four hours on 2 CPU cores)
 set -euo pipefail
 out=${1:-benchmarks/results/zero_cost}
 mkdir -p "$out"
@@ -14,8 +15,16 @@ run() {  # run NAME COMMAND...: the table to NAME.txt, the progress log to NAME.
   shift
   "$@" 2>"$out/$name.log" | tee "$out/$name.txt" || echo "$name failed: see $out/$name.log" >&2
 }
-run zoo_eager ecanet bench --suite zoo --repeats 9 --memory-repeats 2 --json "$out/zoo_eager.json" \
+run zoo_eager ecanet bench --suite zoo --repeats 21 --memory-repeats 2 --json "$out/zoo_eager.json" \
   --plot "$out/zoo_eager.png"
+run zoo_cifar ecanet bench --suite zoo --families resnet20 resnet56 --repeats 61 --no-memory \
+  --json "$out/zoo_cifar.json"
+for m in resnet20 resnet56; do
+  run "network_floor_$m" python benchmarks/network_floor.py --model "$m" --repeats 31
+done
+for m in resnet18 resnet50; do
+  run "network_floor_$m" python benchmarks/network_floor.py --model "$m" --repeats 21
+done
 for m in resnet50 mobilenet_v2; do
   run "latency_${m}" ecanet bench --models "$m" "eca_$m" --batch-size 1 --inference-only --repeats 15 \
     --json "$out/latency_${m}.json"
