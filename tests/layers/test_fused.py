@@ -540,3 +540,20 @@ def test_fused_attention_free_block_keeps_no_more_than_the_plain_one():
         plain = set_fused(copy.deepcopy(fused), False)
         x = torch.randn(2, c, 32, 32, requires_grad=True)
         assert saved_bytes(fused, x) <= saved_bytes(plain, x)
+
+
+@pytest.mark.parametrize("attn", [None, "eca", "se", "cbam"])
+@pytest.mark.parametrize("train", [True, False])
+def test_empty_batch_takes_the_plain_formulation(attn, train):
+    """An empty batch (BatchNorm's reductions would divide by a zero count and trap) runs the plain
+    formulation: an empty output, and a backward that runs."""
+    torch.manual_seed(0)
+    block, c = blocks(attn)["basic"]
+    block.train(train)
+    x = torch.randn(0, c, 8, 8, requires_grad=train)
+    with torch.set_grad_enabled(train):
+        y = block(x)
+    assert y.shape == (0, c, 8, 8)
+    if train:
+        y.sum().backward()
+        assert x.grad.shape == x.shape

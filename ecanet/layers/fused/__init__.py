@@ -36,6 +36,13 @@ def _add_act(z: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
     return AddReLU.apply(z, identity) if relu else z.add_(identity)
 
 
+def _plain_tail(attention: nn.Module | None, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
+    """The plain formulation of the tail, module by module: for an empty batch, which its modules accept."""
+    out = norm(x) if attention is None else attention(norm(x))
+    out = out if identity is None else out + identity
+    return out.relu() if relu else out
+
+
 def fused_tail(
     attention: nn.Module | None,
     norm: nn.Module,
@@ -58,6 +65,8 @@ def fused_tail(
         raise TypeError(f"fused_tail: cannot fuse {type(norm).__name__}; use the plain formulation")
     if attention is not None:
         attention.check_input(x)
+    if x.numel() == 0:  # ATen's BatchNorm reductions divide by the count (a floating-point trap on CPU)
+        return _plain_tail(attention, norm, x, identity, relu)
     inplace = inplace and not torch.is_grad_enabled()
     if isinstance(attention, CBAM):
         return cbam_tail(attention, norm, x, identity, relu, inplace)

@@ -59,7 +59,7 @@ def variance_about(x: Tensor, mean: Tensor) -> Tensor:
     BatchNorm's backward reduction with x as both the gradient and the input (it writes nothing full-size),
     its inverse-std argument 1 / count scaling the sum in the same call.
     """
-    count = x.numel() // max(x.shape[1], 1)
+    count = max(x.numel() // max(x.shape[1], 1), 1)
     _, var, _ = torch.ops.aten.native_batch_norm_backward(
         x, x, None, None, None, mean, torch.full_like(mean, 1 / count), True, 0.0, [False, True, False]
     )
