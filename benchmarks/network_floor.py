@@ -4,7 +4,7 @@
 network step the same Python code and small operators run between convolutions that evict the caches, and
 cost more (ResNet-56: ECA's training tail costs 0.3–0.7 ms more than its twin's alone, 0.9 ms more in the
 step). This script times whole steps (`ecanet bench`'s: inference, or forward, loss, backward and SGD) of
-three networks of one ResNet family, interleaved, with paired ratios:
+four networks of one ResNet family, interleaved, with paired ratios:
 
 - ``twin``: the attention-free twin (the ratios' base);
 - ``twin+least``: the twin, and after every block, on the block's output map, what ECA computes in any
@@ -12,11 +12,14 @@ three networks of one ResNet family, interleaved, with paired ratios:
   gate (the 1-D convolution and sigmoid, as ECA's ``gate_vjp`` computes them); in training also the gate's
   derivative and the reduction the scale's gradient needs (the sum over positions of the gradient times
   the map: ``kernels.channel_sums``), run in the forward pass (a call costs the same there);
+- ``twin+gate``: the same without the two reductions (the gate on a kept (N, C) tensor);
 - ``eca``: the ECA network (its fused tail).
 
-For basic blocks ``twin+least`` bounds every eager ECA under like with like: a fused step can do
-BatchNorm's part with fewer passes than the twin's BatchNorm does, but that is a gain the twin could take
-as well. A bottleneck's ECA pools conv3's input in inference (a quarter of the channels), less than this.
+In inference ``twin+least`` bounds every eager ECA of basic blocks: the scaling needs the gate's weights
+first, so the pooling is a pass of its own, which eager PyTorch cannot take inside the convolution that
+writes the map (a bottleneck's ECA pools conv3's input, a quarter of the channels, less than this). In training a fused step can share both reductions
+with BatchNorm's own (the per-sample means give the batch mean; the gradient's sums per sample give
+BatchNorm's backward sums), so there ``twin+gate`` is the bound: the gate's calls, with every pass shared.
 
     python benchmarks/network_floor.py --model resnet56 --repeats 21
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
@@ -40,27 +43,34 @@ from ecanet.timing import calls_per_repeat, interleaved, provenance
 
 class Least(nn.Module):
     """A twin block followed by the least ECA adds, on the block's output; ``gate`` is the ECA network's
-    module of the same block (its kernel size)."""
+    module of the same block (its kernel size). ``reductions=False`` leaves out the two reductions over the
+    map (the gate then runs on a kept (N, C) tensor): what remains if a step shares them with BatchNorm's."""
 
-    def __init__(self, block: nn.Module, gate: nn.Module) -> None:
+    def __init__(self, block: nn.Module, gate: nn.Module, reductions: bool = True) -> None:
         super().__init__()
-        self.block, self.gate = block, gate
+        self.block, self.gate, self.reductions = block, gate, reductions
+        self.kept: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.block(x)
         with torch.no_grad():
             h = out.detach()
-            pooled = h.mean((2, 3))
+            if self.reductions:
+                pooled = h.mean((2, 3))
+            else:
+                if self.kept is None or self.kept.shape != h.shape[:2]:
+                    self.kept = h.new_zeros(h.shape[:2])
+                pooled = self.kept
             weights, vjp = self.gate.gate_vjp(pooled)
             if self.training:
                 # the backward's reduction for the scale (h standing in for the gradient; NCHW, so that
                 # channel_sums writes nothing into its scratch argument) and the gate's derivative
-                _, g_xz = channel_sums(h, h, pooled, weights, h)
+                g_xz = channel_sums(h, h, pooled, weights, h)[1] if self.reductions else weights
                 vjp(g_xz)
         return out
 
 
-def with_least(twin: nn.Module, eca: nn.Module) -> nn.Module:
+def with_least(twin: nn.Module, eca: nn.Module, reductions: bool = True) -> nn.Module:
     """A copy of ``twin`` whose every attention block is followed by ``Least`` with ``eca``'s gate."""
     model = copy.deepcopy(twin)
     gates = {name: m.attention_module for name, m in eca.named_modules() if isinstance(m, AttentionBlock)}
@@ -68,7 +78,7 @@ def with_least(twin: nn.Module, eca: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, AttentionBlock):
                 full = f"{parent_name}.{name}" if parent_name else name
-                setattr(parent, name, Least(child, copy.deepcopy(gates[full])))
+                setattr(parent, name, Least(child, copy.deepcopy(gates[full]), reductions))
     return model
 
 
@@ -90,10 +100,12 @@ def main() -> None:
     print("\n".join(provenance()))
     cfg = BenchConfig(models=[args.model], batch_size=batch, image_size=size)
     twin, eca = Runner(args.model, cfg), Runner(f"eca_{args.model}", cfg)
-    least = Runner(args.model, cfg)
-    least.model = least.step_fn = with_least(twin.model, eca.model)
-    least.opt = torch.optim.SGD(least.model.parameters(), lr=1e-3, momentum=0.9)
-    runners = {"twin": twin, "twin+least": least, "eca": eca}
+    runners = {"twin": twin}
+    for name, reductions in [("twin+gate", False), ("twin+least", True)]:
+        runner = runners[name] = Runner(args.model, cfg)
+        runner.model = runner.step_fn = with_least(twin.model, eca.model, reductions)
+        runner.opt = torch.optim.SGD(runner.model.parameters(), lr=1e-3, momentum=0.9)
+    runners["eca"] = eca
     print(
         f"{args.model}, batch {batch}, {size}x{size}, eager, {args.threads} threads, {args.repeats} interleaved repeats"
     )
