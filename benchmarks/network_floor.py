@@ -17,9 +17,10 @@ four networks of one ResNet family, interleaved, with paired ratios:
 
 In inference ``twin+least`` bounds every eager ECA of basic blocks: the scaling needs the gate's weights
 first, so the pooling is a pass of its own, which eager PyTorch cannot take inside the convolution that
-writes the map (a bottleneck's ECA pools conv3's input, a quarter of the channels, less than this). In training a fused step can share both reductions
-with BatchNorm's own (the per-sample means give the batch mean; the gradient's sums per sample give
-BatchNorm's backward sums), so there ``twin+gate`` is the bound: the gate's calls, with every pass shared.
+writes the map (a bottleneck's ECA pools conv3's input, a quarter of the channels, less than this). In
+training a fused step can share both reductions with BatchNorm's own (the per-sample means give the batch
+mean; the gradient's sums per sample give BatchNorm's backward sums), so there ``twin+gate`` is the bound:
+the gate's calls, with every pass shared.
 
     python benchmarks/network_floor.py --model resnet56 --repeats 21
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31

@@ -5,8 +5,9 @@ With its statistics known, BatchNorm is an affine map per channel, so ``act(gate
 pooled descriptor is mean_S(x) * scale + shift: no BatchNorm output is needed. Without attention, s = 1 and
 the coefficients are per channel. In eager inference the step is two passes (the map with the identity,
 then the shift with the ReLU) and may overwrite x; bf16/fp16 maps on a CPU take BatchNorm's kernel for the
-affine map (without a gate, with the norm's own statistics). Under torch.compile Inductor generates the fused kernels and the backward from these operations;
-custom autograd code would only hide the maths from it.
+affine map (without a gate, with the norm's own statistics). Under torch.compile Inductor generates the
+fused kernels and the backward from these operations; custom autograd code would only hide the maths from
+it.
 """
 
 from __future__ import annotations
