@@ -56,7 +56,7 @@ class NormGateResidual(torch.autograd.Function):
         stats = statistics(norm, x)
         mean, invstd = cast(stats.mean, acc), (cast(stats.var, acc) + norm.eps).rsqrt()
         scale, shift = (cast(v, acc) for v in affine(norm, mean, invstd))
-        bias = None if norm.bias is None else cast(norm.bias, acc)
+        weight, bias = (None if v is None else cast(v, acc) for v in (norm.weight, norm.bias))
         x_centred = stats.mean_nc - mean  # each sample's mean about the channel's
         pooled = scale * x_centred if bias is None else torch.addcmul(bias, scale, x_centred)
         s, ctx.vjp = gate_vjp(attention, cast(pooled, x.dtype))  # the weights s and their backward
@@ -67,38 +67,50 @@ class NormGateResidual(torch.autograd.Function):
             y = add_relu_(y, identity) if relu else y.add_(identity)
         elif relu:
             y = y.relu_()
-        ctx.relu, ctx.batch, ctx.has_identity = relu, stats.batch, identity is not None
+        ctx.relu, ctx.batch, ctx.has_identity, ctx.eps = relu, stats.batch, identity is not None, norm.eps
         # an affine BatchNorm's weight and bias (frozen BatchNorm keeps them as buffers)
         ctx.norm_dtype = norm.weight.dtype if norm_parameters(norm) else None
-        ctx.save_for_backward(x, y, mean, invstd, scale, stats.mean_nc, x_centred, s, g_coef, bias)
+        ctx.save_for_backward(x, y, mean, invstd, scale, stats.mean_nc, x_centred, s, g_coef, weight, bias)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):
-        x, y, mean, invstd, scale, mean_nc, x_centred, s, g_coef, bias = ctx.saved_tensors
+        x, y, mean, invstd, scale, mean_nc, x_centred, s, g_coef, weight, bias = ctx.saved_tensors
         if ctx.relu:
             g = relu_backward(g, y)
         positions = x.numel() // g_coef.numel()
-        dx = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
-        g_sum, g_xc = channel_sums(g, x, mean_nc, x_centred, dx)  # sum_S G, sum_S G * (x - mean)
+        buffer = torch.empty_like(x)  # the one new full-size buffer (scratch for channel_sums first, maybe)
+        g_sum, g_xc = channel_sums(g, x, mean_nc, x_centred, buffer)  # sum_S G, sum_S G * (x - mean)
         ds = scale * g_xc if bias is None else torch.addcmul(bias * g_sum, scale, g_xc)  # sum_S G * z
         d_pooled, d_gate = ctx.vjp(cast(ds, ctx.gate_dtype))
         d_pooled = cast(d_pooled, s.dtype)
-
-        d_bias = torch.addcmul(d_pooled, s, g_sum).sum(0)
-        d_weight = torch.addcmul(s * g_xc, d_pooled, x_centred).sum(0).mul_(invstd)
-        if ctx.batch:  # the batch's mean and variance depend on x too
-            n = x.shape[0]
-            x_coef = (scale * invstd).mul_(d_weight).mul_(-1 / (n * positions))  # per channel
-            offset = torch.add(d_pooled, d_bias, alpha=-1 / n).mul_(scale).mul_(1 / positions)
-            offset.addcmul_(x_coef, mean, value=-1)
-            # x's terms, which cancel where the mean is large, with >= fp32 coefficients (one pass); then
-            # g's, its coefficient in g's dtype: an operator mixing bf16 with fp32 copies both tensors.
-            scale_shift(x, x_coef, offset, out=dx)
-            dx.addcmul_(g, per_channel(cast(g_coef, g.dtype), g))
+        if ctx.batch and g.dtype in (torch.bfloat16, torch.float16):
+            # dz into the buffer, then BatchNorm's own backward, which sums dx's three terms in fp32 and rounds
+            # once. Two passes, as below, round x's terms to bf16 before g's are added, losing digits where
+            # they cancel: the gradients behind an inverted residual's tail at 48 x 48 came 7x further from
+            # fp64 than the plain formulation's (tests/layers/test_fused.py); this costs 0-7 % more per bf16
+            # tail (ad hoc, MobileNetV2's and ResNet-50's stage shapes).
+            dz = scale_shift(g, s, d_pooled * (1 / positions), out=buffer)
+            mask = [True, weight is not None, weight is not None]
+            dx, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
+                dz, x, weight, None, None, mean, invstd, True, ctx.eps, mask
+            )
         else:
-            scale_shift(g, g_coef, (d_pooled * scale).mul_(1 / positions), out=dx)
+            dx = buffer
+            d_bias = torch.addcmul(d_pooled, s, g_sum).sum(0)
+            d_weight = torch.addcmul(s * g_xc, d_pooled, x_centred).sum(0).mul_(invstd)
+            if ctx.batch:  # the batch's mean and variance depend on x too
+                n = x.shape[0]
+                x_coef = (scale * invstd).mul_(d_weight).mul_(-1 / (n * positions))  # per channel
+                offset = torch.add(d_pooled, d_bias, alpha=-1 / n).mul_(scale).mul_(1 / positions)
+                offset.addcmul_(x_coef, mean, value=-1)
+                # x's terms, which cancel where the mean is large, with >= fp32 coefficients (one pass); then
+                # g's, in g's dtype (fp32/fp64 here).
+                scale_shift(x, x_coef, offset, out=dx)
+                dx.addcmul_(g, per_channel(g_coef, g))
+            else:
+                scale_shift(g, g_coef, (d_pooled * scale).mul_(1 / positions), out=dx)
         d_norm = () if ctx.norm_dtype is None else (cast(d_weight, ctx.norm_dtype), cast(d_bias, ctx.norm_dtype))
         return (dx, g if ctx.has_identity else None, None, None, None, *d_norm, *d_gate)
 

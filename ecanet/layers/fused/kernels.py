@@ -53,6 +53,24 @@ def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     return total.view(n, c) / positions
 
 
+def moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """x's mean and mean square over its positions per (sample, channel), (N, C) each in ``dtype``, in one
+    read of a contiguous x.
+
+    BatchNorm's backward reduction over the flat view with x as both the gradient and the input, about
+    zero: its bias gradient is the sum, its weight gradient (the inverse-std argument 1 / positions scaling
+    it in the same call) the mean square. A bf16/fp16 x is read directly, the sums taken in ``dtype``.
+    """
+    n, c = x.shape[:2]
+    positions = x.numel() // max(n * c, 1)
+    zeros, view = x.new_zeros(n * c, dtype=dtype), _flat_view(x)
+    _, square, total = torch.ops.aten.native_batch_norm_backward(
+        x.view(view), x.view(view), None, None, None, zeros, torch.full_like(zeros, 1 / positions), True, 0.0,
+        [False, True, True],
+    )  # fmt: skip
+    return total.view(n, c).mul_(1 / positions), square.view(n, c)
+
+
 def variance_about(x: Tensor, mean: Tensor) -> Tensor:
     """The mean over (N, *S) of x * (x - mean), per channel: x's biased variance given its mean, in one read.
 
@@ -153,6 +171,11 @@ def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x.to(dtype).mean(tuple(range(2, x.ndim)))
 
 
+def _moments_reference(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    x = x.to(dtype)
+    return x.mean(tuple(range(2, x.ndim))), (x * x).mean(tuple(range(2, x.ndim)))
+
+
 def _variance_about_reference(x: Tensor, mean: Tensor) -> Tensor:
     return (x * (x - per_channel(mean, x))).mean((0, *range(2, x.ndim)))
 
@@ -187,6 +210,7 @@ def _channel_sums_reference(
 
 REFERENCES = {
     global_average_pool: _global_average_pool_reference,
+    moments: _moments_reference,
     variance_about: _variance_about_reference,
     scale_shift: _scale_shift_reference,
     normalize: _normalize_reference,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .kernels import global_average_pool, variance_about
+from .kernels import WIDE_MAP, global_average_pool, moments, variance_about
 
 # The norms the step takes, with the input rank each accepts (as their own _check_input_dim does).
 FUSED_NORMS: dict[type, int] = {nn.BatchNorm1d: 3, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5, FrozenBatchNorm2d: 4}
@@ -59,18 +59,35 @@ def _momentum(norm: nn.Module) -> float:
     return 0.0 if norm.momentum is None else norm.momentum
 
 
-def batch_variance(x: Tensor, mean: Tensor) -> Tensor:
-    """The biased variance per channel over the batch and space, given its mean.
+# Beyond this many standard deviations from zero a channel's one-read variance has lost too many digits (its
+# relative error grows as eps * (mean / std)^2: in fp32 1e-4 at 20 std, where BatchNorm's two passes keep
+# 5e-8), and it is taken in two passes instead.
+FAR_FROM_ZERO = 20
 
-    One read of x (``variance_about``). Its sum also holds mean * sum(x - mean), the rounding of the mean
-    times the count: a relative error of about eps * (mean / std)^2; where a channel's mean exceeds 30 std,
-    the two-pass variance is taken instead (checked on CPU only: a GPU would have to wait for the check).
+
+def batch_moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """x's spatial mean per (sample, channel), and its batch mean and biased variance per channel, in
+    ``dtype``.
+
+    A contiguous x is read once (``kernels.moments``: the variance as mean(x^2) - mean^2), except bf16/fp16
+    maps of fewer than ``WIDE_MAP`` positions, where the flat view's set-up per map costs more than a second
+    read; others are read twice (the mean, then ``variance_about``). Either way the variance loses digits as
+    mean / std grows: where a channel's mean exceeds ``FAR_FROM_ZERO`` std the two-pass variance is taken
+    instead (checked on CPU only: a GPU would have to wait for the check).
     """
-    var = variance_about(x, mean)
-    # var * 900 < mean^2 for some channel, in few operator calls
-    if x.device.type == "cpu" and float(torch.addcmul(var, mean, mean, value=-1 / 900).amin()) < 0:
-        var = torch.var(x.to(mean.dtype), dim=(0, *range(2, x.ndim)), correction=0)
-    return var
+    narrow = x.dtype in (torch.bfloat16, torch.float16)
+    if x.is_contiguous() and not (narrow and x.numel() // max(x.shape[0] * x.shape[1], 1) < WIDE_MAP):
+        mean_nc, square = moments(x, dtype)
+        mean = mean_nc.mean(0)
+        var = torch.addcmul(square.mean(0), mean, mean, value=-1)
+    else:
+        mean_nc = global_average_pool(x, dtype)
+        mean = mean_nc.mean(0)
+        var = variance_about(x, mean)
+    # var * FAR_FROM_ZERO^2 < mean^2 for some channel, in few operator calls
+    if x.device.type == "cpu" and float(torch.addcmul(var, mean, mean, value=-1 / FAR_FROM_ZERO**2).amin()) < 0:
+        var = torch.var(x.to(dtype), dim=(0, *range(2, x.ndim)), correction=0)
+    return mean_nc, mean, var
 
 
 def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sample: bool = True) -> Statistics:
@@ -90,9 +107,7 @@ def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sam
         mean = mean_nc.mean(0)
         var = (var_nc + (mean_nc - mean) ** 2).mean(0)  # mean variance within samples + variance of means
     else:
-        mean_nc = global_average_pool(x, acc)
-        mean = mean_nc.mean(0)
-        var = batch_variance(x, mean)
+        mean_nc, mean, var = batch_moments(x, acc)
     if norm.training and norm.track_running_stats and norm.running_mean is not None:
         count = x.numel() // x.shape[1]
         # The buffers take no part in autograd (a detach where a graph is recorded: torch.compile's).
