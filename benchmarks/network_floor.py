@@ -13,6 +13,11 @@ four networks of one ResNet family, interleaved, with paired ratios:
   derivative and the reduction the scale's gradient needs (the sum over positions of the gradient times
   the map: ``kernels.channel_sums``), run in the forward pass (a call costs the same there);
 - ``twin+gate``: the same without the two reductions (the gate on a kept (N, C) tensor);
+- ``twin+calls``: the twin, and after every block as many small operator calls (an in-place addition on an
+  (N, C) tensor) as ECA's fused tail makes beyond the twin's at that block's shape, forward and backward:
+  what ECA's step costs in calls alone, and so what one call costs inside a network step;
+- ``twin again``: a second instance of the twin, timed like the others: the A/A control, whose ratio (1 up
+  to the measurement's own error) says how far apart two identical networks read in the same run;
 - ``eca``: the ECA network (its fused tail).
 
 In inference ``twin+least`` bounds every eager ECA of basic blocks: the scaling needs the gate's weights
@@ -24,6 +29,8 @@ the gate's calls, with every pass shared.
 
     python benchmarks/network_floor.py --model resnet56 --repeats 21
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
+
+Run from the repository root (it takes ``block_tail.py``'s operator count).
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ import copy
 import statistics
 
 import torch
+from block_tail import op_count
 from torch import Tensor, nn
 
 from ecanet.bench import BenchConfig, Runner
+from ecanet.layers import fused_tail
 from ecanet.layers.fused.kernels import channel_sums
 from ecanet.models.registry import ARCHS
 from ecanet.models.resnet import AttentionBlock
@@ -71,15 +80,100 @@ class Least(nn.Module):
         return out
 
 
+class _BackwardCalls(torch.autograd.Function):
+    """The identity on a block's output, whose backward makes ``calls`` small operator calls."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, kept: Tensor, calls: int) -> Tensor:
+        ctx.kept, ctx.calls = kept, calls
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        for _ in range(ctx.calls):
+            ctx.kept.add_(0.0)
+        return g, None, None
+
+
+class Calls(nn.Module):
+    """A twin block followed by small operator calls (an in-place addition on a kept (N, C) tensor: a call's
+    dispatch, nothing of its arithmetic): ``counts`` = (forward, backward) in training, forward in
+    inference."""
+
+    def __init__(self, block: nn.Module, counts: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.block, self.counts = block, counts
+        self.kept: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block(x)
+        if self.kept is None or self.kept.shape != out.shape[:2]:
+            self.kept = out.new_zeros(out.shape[:2])
+        forward_calls, backward_calls, inference_calls = self.counts
+        with torch.no_grad():
+            for _ in range(forward_calls if self.training else inference_calls):
+                self.kept.add_(0.0)
+        return _BackwardCalls.apply(out, self.kept, backward_calls) if torch.is_grad_enabled() else out
+
+
+def extra_calls(attention: nn.Module, shape: torch.Size) -> tuple[int, int, int]:
+    """The operator calls ECA's fused tail (``attention``'s) makes beyond the twin's on a map of ``shape``:
+    forward and backward in training, forward in inference."""
+    x = torch.randn(shape, requires_grad=True)
+    identity, grad = torch.randn_like(x, requires_grad=True), torch.randn_like(x)
+    norm = nn.BatchNorm2d(shape[1])
+    counts = []
+    for gate in (copy.deepcopy(attention), None):
+        forward = op_count(lambda gate=gate: fused_tail(gate, norm.train(), x, identity))
+        y = fused_tail(gate, norm, x, identity)
+        backward = op_count(lambda y=y: y.backward(grad))
+        with torch.no_grad():
+            inference = op_count(
+                lambda gate=gate: fused_tail(gate, norm.eval(), x.detach().clone(), identity, inplace=True)
+            )
+        counts.append((forward, backward, inference))
+    eca, twin = counts
+    return tuple(e - t for e, t in zip(eca, twin))
+
+
+def block_calls(eca: nn.Module, batch: int, size: int) -> dict[str, tuple[int, int, int]]:
+    """``extra_calls`` of every attention block of ``eca``, by name, at its output's shape."""
+    shapes: dict[str, torch.Size] = {}
+    hooks = [
+        m.register_forward_hook(lambda m, args, out, name=name: shapes.__setitem__(name, out.shape))
+        for name, m in eca.named_modules()
+        if isinstance(m, AttentionBlock)
+    ]
+    with torch.no_grad():
+        eca(torch.randn(batch, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    counts: dict[torch.Size, tuple[int, int, int]] = {}
+    for name, shape in shapes.items():
+        if shape not in counts:
+            counts[shape] = extra_calls(eca.get_submodule(name).attention_module, shape)
+    return {name: counts[shape] for name, shape in shapes.items()}
+
+
 def with_least(twin: nn.Module, eca: nn.Module, reductions: bool = True) -> nn.Module:
     """A copy of ``twin`` whose every attention block is followed by ``Least`` with ``eca``'s gate."""
-    model = copy.deepcopy(twin)
     gates = {name: m.attention_module for name, m in eca.named_modules() if isinstance(m, AttentionBlock)}
+    return _wrapped(twin, lambda full, block: Least(block, copy.deepcopy(gates[full]), reductions))
+
+
+def with_calls(twin: nn.Module, calls: dict[str, tuple[int, int, int]]) -> nn.Module:
+    """A copy of ``twin`` whose every attention block is followed by ``Calls``, as many as ECA's block of
+    the same name makes beyond the twin's (``block_calls``)."""
+    return _wrapped(twin, lambda full, block: Calls(block, calls[full]))
+
+
+def _wrapped(twin: nn.Module, wrap) -> nn.Module:
+    """A copy of ``twin`` with every attention block replaced by ``wrap(its name, it)``."""
+    model = copy.deepcopy(twin)
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, AttentionBlock):
-                full = f"{parent_name}.{name}" if parent_name else name
-                setattr(parent, name, Least(child, copy.deepcopy(gates[full]), reductions))
+                setattr(parent, name, wrap(f"{parent_name}.{name}" if parent_name else name, child))
     return model
 
 
@@ -101,14 +195,26 @@ def main() -> None:
     print("\n".join(provenance()))
     cfg = BenchConfig(models=[args.model], batch_size=batch, image_size=size)
     twin, eca = Runner(args.model, cfg), Runner(f"eca_{args.model}", cfg)
+    calls = block_calls(eca.model, batch, size)
+    variants = {
+        "twin+gate": with_least(twin.model, eca.model, reductions=False),
+        "twin+least": with_least(twin.model, eca.model),
+        "twin+calls": with_calls(twin.model, calls),
+    }
     runners = {"twin": twin}
-    for name, reductions in [("twin+gate", False), ("twin+least", True)]:
+    for name, model in variants.items():
         runner = runners[name] = Runner(args.model, cfg)
-        runner.model = runner.step_fn = with_least(twin.model, eca.model, reductions)
+        runner.model = runner.step_fn = model
         runner.opt = torch.optim.SGD(runner.model.parameters(), lr=1e-3, momentum=0.9)
+    runners["twin again"] = Runner(args.model, cfg)
     runners["eca"] = eca
     print(
         f"{args.model}, batch {batch}, {size}x{size}, eager, {args.threads} threads, {args.repeats} interleaved repeats"
+    )
+    mean_calls = [statistics.mean(c[i] for c in calls.values()) for i in range(3)]
+    print(
+        "twin+calls, per block (mean; ECA's tail over the twin's): training {:.1f} forward + {:.1f} backward, "
+        "inference {:.1f}".format(*mean_calls)
     )
     print(f"{'phase':>9}  {'variant':>10}  {'step ms':>8}  {'twin / it':>9}  {'extra per block':>15}")
     blocks = sum(isinstance(m, AttentionBlock) for m in twin.model.modules())

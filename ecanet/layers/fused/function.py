@@ -23,8 +23,9 @@ Written per element, dx = g_coef * G + x_coef * x + offset with
     x_coef[c]    = -scale * r * d_weight / m                          (0 with running statistics)
     offset[n, c] = scale * d_pooled / |S| - scale * d_bias / m - x_coef * mu   (first term alone likewise)
 so dx is one new buffer filled in one pass (with batch statistics two: x_coef * x + offset, then g_coef * G
-added), and every reduction comes from the two per-(sample, channel) sums of ``channel_sums``. Double
-backward is not supported.
+added), and every reduction comes from the two per-(sample, channel) sums of ``channel_sums``. For bf16/fp16
+maps with batch statistics, dz is written instead and BatchNorm's own backward makes dx from it (one
+rounding of the three terms, which the two passes would round apart). Double backward is not supported.
 """
 
 from __future__ import annotations
