@@ -7,7 +7,9 @@ model always runs right after the same other one. Throughputs are medians with m
 median over repeats of the model's throughput over the first model's in the same repeat (paired, so slow
 spells of the machine cancel). A step shorter than ``repeat_seconds`` runs several times in a row per
 timed repeat (the first model's count for every model), so that a millisecond of noise does not decide a
-30 ms step.
+30 ms step. ``control`` adds a second, separately built instance of the first model, timed like the others:
+its ratio (1 up to the run's own error) says how far apart two identical models read in this run, which no
+other ratio can be read more finely than.
 With ``train=False`` (``--inference-only``) the process runs no training step at all, as a deployment
 does: a training step leaves the process holding memory that later inference buffers reuse, so fresh
 buffers cost less afterwards than in an inference-only process.
@@ -47,6 +49,7 @@ from .table import render_table
 from .timing import calls_per_repeat, interleaved
 
 DEFAULT_MODELS = ["resnet50", "se_resnet50", "cbam_resnet50", "eca_resnet50", "tv:resnet50"]
+CONTROL = "{} (control)"  # the control's row: the first model again, its ratio the run's own resolution
 REFERENCE_MODELS = ["eca_resnet50:plain", "timm:eca_resnet50"]
 
 
@@ -66,6 +69,7 @@ class BenchConfig:
     memory: bool = True
     memory_repeats: int = 1  # fresh subprocesses per model; the smallest peak is reported
     train: bool = True  # False: time inference only, no training step in the process
+    control: bool = False  # a second instance of the first model, timed like the others (its row: CONTROL)
 
 
 def build(spec: str, num_classes: int = 1000) -> nn.Module:
@@ -206,16 +210,21 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         torch._dynamo.config.accumulated_recompile_limit = max(
             torch._dynamo.config.accumulated_recompile_limit, 64 * len(cfg.models)
         )
-    runners = {spec: Runner(spec, cfg) for spec in cfg.models}
+    # Rows by label: the specs, then the control (a separately built instance of the first model, which
+    # differs from it only by where its tensors lie and when it runs: an A/A comparison).
+    specs = {spec: spec for spec in cfg.models}
+    if cfg.control:
+        specs[CONTROL.format(cfg.models[0])] = cfg.models[0]
+    runners = {label: Runner(spec, cfg) for label, spec in specs.items()}
     phases = ["infer", "train"] if cfg.train else ["infer"]
     sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else lambda: None
-    steps = {phase: {spec: getattr(r, phase) for spec, r in runners.items() if getattr(r, phase)} for phase in phases}
-    for spec in runners:  # every phase warmed up before any is timed
-        log(f"warm-up {spec}")
+    steps = {phase: {label: getattr(r, phase) for label, r in runners.items() if getattr(r, phase)} for phase in phases}
+    for label in runners:  # every phase warmed up before any is timed
+        log(f"warm-up {label}")
         for _ in range(cfg.warmup):
             for phase in phases:
-                if spec in steps[phase]:
-                    steps[phase][spec]()
+                if label in steps[phase]:
+                    steps[phase][label]()
     # Inference, then training, each interleaved across models: a training step frees large buffers that
     # the next step must fault in again, so mixing the phases would add noise.
     timings: dict[str, dict[str, list[float]]] = {}
@@ -224,16 +233,16 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         calls = calls_per_repeat(first, cfg.repeat_seconds, sync)
         log(f"{phase}: {cfg.repeats} interleaved repeats of {calls} step(s) each")
         seconds = interleaved(steps[phase], cfg.repeats, sync=sync, log=log, calls=calls)
-        timings[phase] = {spec: [cfg.batch_size / t for t in ts] for spec, ts in seconds.items()}
+        timings[phase] = {label: [cfg.batch_size / t for t in ts] for label, ts in seconds.items()}
     rows = []
-    for spec, r in runners.items():
+    for label, r in runners.items():
         cost = complexity(r.model, (3, cfg.image_size, cfg.image_size))
-        row = {"model": spec, "params": cost["params"], "macs": cost["macs"]}
+        row = {"model": label, "params": cost["params"], "macs": cost["macs"]}
         for phase in ("infer", "train"):
-            median, lo, hi = _summary(timings[phase][spec]) if spec in timings.get(phase, {}) else (None,) * 3
+            median, lo, hi = _summary(timings[phase][label]) if label in timings.get(phase, {}) else (None,) * 3
             row.update({f"{phase}_img_s": median, f"{phase}_img_s_min": lo, f"{phase}_img_s_max": hi})
         measured = cfg.memory and r.train is not None
-        memory = [_memory_in_subprocess(spec, cfg) for _ in range(cfg.memory_repeats)] if measured else None
+        memory = [_memory_in_subprocess(specs[label], cfg) for _ in range(cfg.memory_repeats)] if measured else None
         row["train_peak_mem_mb"] = min(memory) if memory else None
         rows.append(row)
     base = rows[0]

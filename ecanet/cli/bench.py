@@ -72,6 +72,12 @@ def add_parser(sub) -> None:
         action="store_true",
         help="time inference only, with no training step in the process (as in deployment); implies --no-memory",
     )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="add a second instance of the first model, timed like the others: its ratio, 1 up to this run's own "
+        "error, says how far apart two identical models read here (an A/A control)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     p.add_argument(
         "--plot", metavar="FILE.png", help="write a bar chart of the ratios (a sweep: the ratios against the size)"
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> None:
         memory=not (args.no_memory or args.inference_only),
         memory_repeats=args.memory_repeats,
         train=not args.inference_only,
+        control=args.control,
     )
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if mode == "suite":

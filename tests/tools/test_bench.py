@@ -106,6 +106,33 @@ def test_bench_memory_is_smallest_peak_over_fresh_processes(monkeypatch):
     assert rows[1]["mem_ratio"] == 0.9
 
 
+def test_bench_control_is_the_first_model_again(tmp_path, monkeypatch):
+    """--control adds a separately built instance of the first model, timed like the others and measured
+    for memory as the first model (its spec, not its label)."""
+    from ecanet import bench
+
+    memory_specs = []
+    monkeypatch.setattr(bench, "_memory_in_subprocess", lambda spec, cfg: memory_specs.append(spec) or 100.0)
+    built = []
+    real_runner_init = bench.Runner.__init__
+
+    def recording_init(self, spec, cfg):
+        real_runner_init(self, spec, cfg)
+        built.append(self.model)
+
+    monkeypatch.setattr(bench.Runner, "__init__", recording_init)
+    out_json = tmp_path / "bench.json"
+    args = ["bench", "--models", "resnet20", "eca_resnet20", "--control", "--batch-size", "2", "--image-size", "32"]
+    assert main(args + ["--repeats", "2", "--warmup", "1", "--threads", "1", "--json", str(out_json)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["model"] for r in rows] == ["resnet20", "eca_resnet20", "resnet20 (control)"]
+    assert memory_specs == ["resnet20", "eca_resnet20", "resnet20"]
+    control = rows[2]
+    assert control["params"] == rows[0]["params"] and control["mem_ratio"] == 1.0
+    assert control["infer_img_s"] > 0 and control["infer_ratio"] > 0 and control["train_ratio"] > 0
+    assert built[2] is not built[0] and type(built[2]) is type(built[0])
+
+
 @pytest.mark.parametrize("flag", ["--repeats", "--memory-repeats", "--batch-size"])
 def test_bench_counts_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
