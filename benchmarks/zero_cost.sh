@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The runs behind docs/benchmarks.md "ECA against its attention-free twin" to "The whole network step":
+# The runs behind docs/benchmarks.md "ECA against its attention-free twin" to "The floor at the cross-channel
+# barrier" (every ecanet bench run of the zoo with its control row):
 # every zoo family at its own size (eager; compiled with channels_last; bf16 autocast), the whole-step floor
 # (network_floor.py), batch-1 latency of
 # ResNet-50 and MobileNetV2 (eager, compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster
@@ -15,10 +16,12 @@ run() {  # run NAME COMMAND...: the table to NAME.txt, the progress log to NAME.
   shift
   "$@" 2>"$out/$name.log" | tee "$out/$name.txt" || echo "$name failed: see $out/$name.log" >&2
 }
-run zoo_eager ecanet bench --suite zoo --repeats 21 --memory-repeats 2 --json "$out/zoo_eager.json" \
+run zoo_eager ecanet bench --suite zoo --control --repeats 21 --memory-repeats 2 --json "$out/zoo_eager.json" \
   --plot "$out/zoo_eager.png"
-run zoo_cifar ecanet bench --suite zoo --families resnet20 resnet56 --repeats 61 --no-memory \
+run zoo_cifar ecanet bench --suite zoo --families resnet20 resnet56 --control --repeats 61 --no-memory \
   --json "$out/zoo_cifar.json"
+run zoo_bf16_mobilenet_v2 ecanet bench --models mobilenet_v2 eca_mobilenet_v2 --dtype bfloat16 --control \
+  --repeats 21 --no-memory --json "$out/zoo_bf16_mobilenet_v2.json"
 for m in resnet20 resnet56; do
   run "network_floor_$m" python benchmarks/network_floor.py --model "$m" --repeats 31
 done
