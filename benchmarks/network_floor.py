@@ -4,7 +4,7 @@
 network step the same Python code and small operators run between convolutions that evict the caches, and
 cost more (ResNet-56: ECA's training tail costs 0.3–0.7 ms more than its twin's alone, 0.9 ms more in the
 step). This script times whole steps (`ecanet bench`'s: inference, or forward, loss, backward and SGD) of
-four networks of one ResNet family, interleaved, with paired ratios:
+networks of one zoo family (the ResNets, MobileNetV2), interleaved, with paired ratios:
 
 - ``twin``: the attention-free twin (the ratios' base);
 - ``twin+least``: the twin, and after every block, on the block's output map, what ECA computes in any
@@ -20,15 +20,19 @@ four networks of one ResNet family, interleaved, with paired ratios:
   to the measurement's own error) says how far apart two identical networks read in the same run;
 - ``eca``: the ECA network (its fused tail).
 
-In inference ``twin+least`` bounds every eager ECA of basic blocks: the scaling needs the gate's weights
-first, so the pooling is a pass of its own, which eager PyTorch cannot take inside the convolution that
-writes the map (a bottleneck's ECA pools conv3's input, a quarter of the channels, less than this). In
-training a fused step can share both reductions with BatchNorm's own (the per-sample means give the batch
-mean; the gradient's sums per sample give BatchNorm's backward sums), so there ``twin+gate`` is the bound:
-the gate's calls, with every pass shared.
+In inference ``twin+least`` bounds every eager ECA of basic blocks and inverted residuals: the scaling
+needs the gate's weights first, so the pooling is a pass of its own, which eager PyTorch cannot take inside
+the convolution that writes the map (a bottleneck's ECA pools conv3's input, a quarter of the channels,
+less than this). In training it bounds every eager ECA made of whole-tensor operators: the gate mixes
+neighbouring channels, so the backward reads the gradient and the map once for their sums and again, after
+the gate's derivative, for the input gradient, where BatchNorm's own backward sums and writes each channel
+while it is in cache — two reads of a map more than the twin, as ``twin+least`` makes
+(docs/benchmarks.md, "The floor at the cross-channel barrier"). ``twin+gate`` is what would remain if
+those reads were shared.
 
     python benchmarks/network_floor.py --model resnet56 --repeats 21
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
+    python benchmarks/network_floor.py --model mobilenet_v2 --repeats 21
 
 Run from the repository root (it takes ``block_tail.py``'s operator count).
 """
@@ -46,9 +50,17 @@ from torch import Tensor, nn
 from ecanet.bench import BenchConfig, Runner
 from ecanet.layers import fused_tail
 from ecanet.layers.fused.kernels import channel_sums
+from ecanet.models.mobilenetv2 import InvertedResidual
 from ecanet.models.registry import ARCHS
 from ecanet.models.resnet import AttentionBlock
 from ecanet.timing import calls_per_repeat, interleaved, provenance
+
+BLOCKS = (AttentionBlock, InvertedResidual)  # a ResNet's blocks; MobileNetV2's (whose tail has no ReLU)
+
+
+def attention_of(block: nn.Module) -> nn.Module:
+    """The attention module of an ECA network's block."""
+    return block.attention_module if isinstance(block, AttentionBlock) else block.conv[-1]
 
 
 class Least(nn.Module):
@@ -116,7 +128,7 @@ class Calls(nn.Module):
         return _BackwardCalls.apply(out, self.kept, backward_calls) if torch.is_grad_enabled() else out
 
 
-def extra_calls(attention: nn.Module, shape: torch.Size) -> tuple[int, int, int]:
+def extra_calls(attention: nn.Module, shape: torch.Size, relu: bool) -> tuple[int, int, int]:
     """The operator calls ECA's fused tail (``attention``'s) makes beyond the twin's on a map of ``shape``:
     forward and backward in training, forward in inference."""
     x = torch.randn(shape, requires_grad=True)
@@ -142,7 +154,7 @@ def block_calls(eca: nn.Module, batch: int, size: int) -> dict[str, tuple[int, i
     hooks = [
         m.register_forward_hook(lambda m, args, out, name=name: shapes.__setitem__(name, out.shape))
         for name, m in eca.named_modules()
-        if isinstance(m, AttentionBlock)
+        if isinstance(m, BLOCKS)
     ]
     with torch.no_grad():
         eca(torch.randn(batch, 3, size, size))
@@ -151,13 +163,14 @@ def block_calls(eca: nn.Module, batch: int, size: int) -> dict[str, tuple[int, i
     counts: dict[torch.Size, tuple[int, int, int]] = {}
     for name, shape in shapes.items():
         if shape not in counts:
-            counts[shape] = extra_calls(eca.get_submodule(name).attention_module, shape)
+            block = eca.get_submodule(name)
+            counts[shape] = extra_calls(attention_of(block), shape, relu=isinstance(block, AttentionBlock))
     return {name: counts[shape] for name, shape in shapes.items()}
 
 
 def with_least(twin: nn.Module, eca: nn.Module, reductions: bool = True) -> nn.Module:
     """A copy of ``twin`` whose every attention block is followed by ``Least`` with ``eca``'s gate."""
-    gates = {name: m.attention_module for name, m in eca.named_modules() if isinstance(m, AttentionBlock)}
+    gates = {name: attention_of(m) for name, m in eca.named_modules() if isinstance(m, BLOCKS)}
     return _wrapped(twin, lambda full, block: Least(block, copy.deepcopy(gates[full]), reductions))
 
 
@@ -172,15 +185,15 @@ def _wrapped(twin: nn.Module, wrap) -> nn.Module:
     model = copy.deepcopy(twin)
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, AttentionBlock):
+            if isinstance(child, BLOCKS):
                 setattr(parent, name, wrap(f"{parent_name}.{name}" if parent_name else name, child))
     return model
 
 
 def main() -> None:
-    resnets = sorted(n for n, a in ARCHS.items() if a.family == "resnet")
+    twins = sorted(ARCHS)  # the attention-free twins: ResNets and MobileNetV2
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet56", choices=resnets, help="the twin (ECA: eca_ + name)")
+    parser.add_argument("--model", default="resnet56", choices=twins, help="the twin (ECA: eca_ + name)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 (CIFAR) or 16")
     parser.add_argument("--image-size", type=int, default=None, help="default: 32 (CIFAR) or 224")
     parser.add_argument("--inference-only", action="store_true", help="no training steps")
@@ -217,7 +230,7 @@ def main() -> None:
         "inference {:.1f}".format(*mean_calls)
     )
     print(f"{'phase':>9}  {'variant':>10}  {'step ms':>8}  {'twin / it':>9}  {'extra per block':>15}")
-    blocks = sum(isinstance(m, AttentionBlock) for m in twin.model.modules())
+    blocks = sum(isinstance(m, BLOCKS) for m in twin.model.modules())
     for phase in ["inference"] + ([] if args.inference_only else ["training"]):
         fns = {name: (r.infer if phase == "inference" else r.train) for name, r in runners.items()}
         times = interleaved(fns, args.repeats, warmup=2, calls=calls_per_repeat(fns["twin"], args.repeat_seconds))
