@@ -37,25 +37,20 @@ def _flat_view(x: Tensor) -> tuple[int, ...]:
 def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x's mean over its positions per (sample, channel), (N, C), computed and returned in ``dtype``.
 
-    bf16/fp16 maps of at least ``WIDE_MAP`` positions: BatchNorm's backward reduction over the flat view
-    (its bias gradient with x as the gradient is the sum), which reads the narrow type directly; ``mean``
-    with a wider dtype first copies x to it, 10x slower at (16, 256, 56, 56) in bf16 (18 vs 1.8 ms).
+    bf16/fp16 maps of at least ``WIDE_MAP`` positions: ``moments``' reduction over the flat view, which
+    reads the narrow type directly; ``mean`` with a wider dtype first copies x to it, 10x slower at
+    (16, 256, 56, 56) in bf16 (18 vs 1.8 ms).
     """
-    n, c = x.shape[:2]
-    positions = x.numel() // max(n * c, 1)
+    positions = x.numel() // max(x.shape[0] * x.shape[1], 1)
     narrow = x.dtype in (torch.bfloat16, torch.float16)
     if not narrow or positions < WIDE_MAP or not x.is_contiguous() or torch.compiler.is_compiling():
         return x.mean(tuple(range(2, x.ndim)), dtype=dtype)
-    zeros, view = x.new_zeros(n * c, dtype=dtype), _flat_view(x)
-    _, _, total = torch.ops.aten.native_batch_norm_backward(
-        x.view(view), x.view(view), None, None, None, zeros, torch.ones_like(zeros), True, 0.0, [False, False, True]
-    )
-    return total.view(n, c) / positions
+    return moments(x, dtype, square=False)[0]
 
 
-def moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """x's mean and mean square over its positions per (sample, channel), (N, C) each in ``dtype``, in one
-    read of a contiguous x.
+def moments(x: Tensor, dtype: torch.dtype, square: bool = True) -> tuple[Tensor, Tensor | None]:
+    """x's mean and mean square (None unless ``square``) over its positions per (sample, channel), (N, C)
+    each in ``dtype``, in one read of a contiguous x.
 
     BatchNorm's backward reduction over the flat view with x as both the gradient and the input, about
     zero: its bias gradient is the sum, its weight gradient (the inverse-std argument 1 / positions scaling
@@ -64,11 +59,11 @@ def moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     n, c = x.shape[:2]
     positions = x.numel() // max(n * c, 1)
     zeros, view = x.new_zeros(n * c, dtype=dtype), _flat_view(x)
-    _, square, total = torch.ops.aten.native_batch_norm_backward(
+    _, mean_square, total = torch.ops.aten.native_batch_norm_backward(
         x.view(view), x.view(view), None, None, None, zeros, torch.full_like(zeros, 1 / positions), True, 0.0,
-        [False, True, True],
+        [False, square, True],
     )  # fmt: skip
-    return total.view(n, c).mul_(1 / positions), square.view(n, c)
+    return total.view(n, c).mul_(1 / positions), mean_square.view(n, c) if square else None
 
 
 def variance_about(x: Tensor, mean: Tensor) -> Tensor:
@@ -171,9 +166,9 @@ def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x.to(dtype).mean(tuple(range(2, x.ndim)))
 
 
-def _moments_reference(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _moments_reference(x: Tensor, dtype: torch.dtype, square: bool = True) -> tuple[Tensor, Tensor | None]:
     x = x.to(dtype)
-    return x.mean(tuple(range(2, x.ndim))), (x * x).mean(tuple(range(2, x.ndim)))
+    return x.mean(tuple(range(2, x.ndim))), (x * x).mean(tuple(range(2, x.ndim))) if square else None
 
 
 def _variance_about_reference(x: Tensor, mean: Tensor) -> Tensor:
