@@ -78,12 +78,10 @@ def batch_moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor
     narrow = x.dtype in (torch.bfloat16, torch.float16)
     if x.is_contiguous() and not (narrow and x.numel() // max(x.shape[0] * x.shape[1], 1) < WIDE_MAP):
         mean_nc, square = moments(x, dtype)
-        mean = mean_nc.mean(0)
-        var = torch.addcmul(square.mean(0), mean, mean, value=-1)
     else:
-        mean_nc = global_average_pool(x, dtype)
-        mean = mean_nc.mean(0)
-        var = variance_about(x, mean)
+        mean_nc, square = global_average_pool(x, dtype), None
+    mean = mean_nc.mean(0)
+    var = variance_about(x, mean) if square is None else torch.addcmul(square.mean(0), mean, mean, value=-1)
     # var * FAR_FROM_ZERO^2 < mean^2 for some channel, in few operator calls
     if x.device.type == "cpu" and float(torch.addcmul(var, mean, mean, value=-1 / FAR_FROM_ZERO**2).amin()) < 0:
         var = torch.var(x.to(dtype), dim=(0, *range(2, x.ndim)), correction=0)
