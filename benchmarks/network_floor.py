@@ -20,15 +20,19 @@ networks of one zoo family (the ResNets, MobileNetV2), interleaved, with paired 
   to the measurement's own error) says how far apart two identical networks read in the same run;
 - ``eca``: the ECA network (its fused tail).
 
-In inference ``twin+least`` bounds every eager ECA of basic blocks and inverted residuals: the scaling
-needs the gate's weights first, so the pooling is a pass of its own, which eager PyTorch cannot take inside
-the convolution that writes the map (a bottleneck's ECA pools conv3's input, a quarter of the channels,
-less than this). In training it bounds every eager ECA made of whole-tensor operators: the gate mixes
+In inference ``twin+least`` bounds every eager ECA: the scaling needs the gate's weights first, so the
+pooling is a pass of its own, which eager PyTorch cannot take inside the convolution that writes the map
+(where ECA's bottleneck pools conv3's input, a quarter of the channels, and maps its mean through conv3,
+so does ``twin+least``). In training it bounds every eager ECA made of whole-tensor operators: the gate mixes
 neighbouring channels, so the backward reads the gradient and the map once for their sums and again, after
 the gate's derivative, for the input gradient, where BatchNorm's own backward sums and writes each channel
 while it is in cache — two reads of a map more than the twin, as ``twin+least`` makes
 (docs/benchmarks.md, "The floor at the cross-channel barrier"). ``twin+gate`` is what would remain if
 those reads were shared.
+
+Every variant runs both phases twice before any is timed, as ``ecanet bench`` does: after a training step
+the process holds memory that inference's buffers reuse, where an inference-only process (``--inference-only``
+here and there) faults them in page by page (MobileNetV2's inference step twice as long).
 
     python benchmarks/network_floor.py --model resnet56 --repeats 21
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
@@ -52,7 +56,7 @@ from ecanet.layers import fused_tail
 from ecanet.layers.fused.kernels import channel_sums
 from ecanet.models.mobilenetv2 import InvertedResidual
 from ecanet.models.registry import ARCHS
-from ecanet.models.resnet import AttentionBlock
+from ecanet.models.resnet import AttentionBlock, Bottleneck
 from ecanet.timing import calls_per_repeat, interleaved, provenance
 
 BLOCKS = (AttentionBlock, InvertedResidual)  # a ResNet's blocks; MobileNetV2's (whose tail has no ReLU)
@@ -72,13 +76,20 @@ class Least(nn.Module):
         super().__init__()
         self.block, self.gate, self.reductions = block, gate, reductions
         self.kept: Tensor | None = None
+        self.conv3_input: Tensor | None = None
+        if isinstance(block, Bottleneck):  # ECA's bottleneck may pool conv3's input instead: keep it
+            block.conv3.register_forward_pre_hook(lambda m, args: setattr(self, "conv3_input", args[0]))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.block(x)
         with torch.no_grad():
             h = out.detach()
             if self.reductions:
-                pooled = h.mean((2, 3))
+                # where ECA's bottleneck maps conv3's input mean through conv3 (its rule: inference, and
+                # conv3's input narrow enough), so does this: the floor of the pooling it makes
+                mapped = None if self.conv3_input is None else self.block._conv3_mean(self.conv3_input)
+                pooled = h.mean((2, 3)) if mapped is None else mapped
+                self.conv3_input = None
             else:
                 if self.kept is None or self.kept.shape != h.shape[:2]:
                     self.kept = h.new_zeros(h.shape[:2])
@@ -231,9 +242,16 @@ def main() -> None:
     )
     print(f"{'phase':>9}  {'variant':>10}  {'step ms':>8}  {'twin / it':>9}  {'extra per block':>15}")
     blocks = sum(isinstance(m, BLOCKS) for m in twin.model.modules())
-    for phase in ["inference"] + ([] if args.inference_only else ["training"]):
-        fns = {name: (r.infer if phase == "inference" else r.train) for name, r in runners.items()}
-        times = interleaved(fns, args.repeats, warmup=2, calls=calls_per_repeat(fns["twin"], args.repeat_seconds))
+    phases = ["inference"] + ([] if args.inference_only else ["training"])
+    steps = {
+        phase: {name: (r.infer if phase == "inference" else r.train) for name, r in runners.items()} for phase in phases
+    }
+    for name in runners:  # every phase warmed up before any is timed, as ecanet bench does
+        for _ in range(2):
+            for phase in phases:
+                steps[phase][name]()
+    for phase, fns in steps.items():
+        times = interleaved(fns, args.repeats, calls=calls_per_repeat(fns["twin"], args.repeat_seconds))
         base = statistics.median(times["twin"])
         for name, series in times.items():
             ratio = statistics.median(a / b for a, b in zip(series, times["twin"]))  # paired, as ecanet bench
