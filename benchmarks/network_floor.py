@@ -11,7 +11,7 @@ networks of one zoo family (the ResNets, MobileNetV2), interleaved, with paired 
   eager formulation that leaves the twin's BatchNorm as it is: its pooled descriptor (one reduction) and its
   gate (the 1-D convolution and sigmoid, as ECA's ``gate_vjp`` computes them); in training also the gate's
   derivative and the reduction the scale's gradient needs (the sum over positions of the gradient times
-  the map: ``kernels.channel_sums``), run in the forward pass (a call costs the same there);
+  the map: ``kernels.channel_sums``), in the backward pass on the gradient that arrives and the kept map;
 - ``twin+gate``: the same without the two reductions (the gate on a kept (N, C) tensor);
 - ``twin+calls``: the twin, and after every block as many small operator calls (an in-place addition on an
   (N, C) tensor) as ECA's fused tail makes beyond the twin's at that block's shape, forward and backward:
@@ -95,12 +95,31 @@ class Least(nn.Module):
                     self.kept = h.new_zeros(h.shape[:2])
                 pooled = self.kept
             weights, vjp = self.gate.gate_vjp(pooled)
-            if self.training:
-                # the backward's reduction for the scale (h standing in for the gradient; NCHW, so that
-                # channel_sums writes nothing into its scratch argument) and the gate's derivative
-                g_xz = channel_sums(h, h, pooled, weights, h)[1] if self.reductions else weights
-                vjp(g_xz)
+        if self.training and torch.is_grad_enabled():
+            # the gate's derivative and the reduction the scale's gradient needs, in backward on the gradient
+            # that arrives and the kept map, as ECA's backward reads them
+            out = _BackwardSums.apply(out, pooled, weights, vjp, self.reductions)
         return out
+
+
+class _BackwardSums(torch.autograd.Function):
+    """The identity on a block's output h, whose backward takes what ECA's takes beyond the twin's: the sums
+    over positions of the gradient times h (``kernels.channel_sums``: a read of both after every channel's
+    sums are due, where BatchNorm's backward has each channel in cache; h stands in for BatchNorm's input),
+    then the gate's derivative."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, pooled: Tensor, weights: Tensor, vjp, reductions: bool) -> Tensor:
+        ctx.vjp, ctx.reductions = vjp, reductions
+        ctx.save_for_backward(out, pooled, weights)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        h, pooled, weights = ctx.saved_tensors
+        # NCHW maps, so that channel_sums writes nothing into its scratch argument (h)
+        ctx.vjp(channel_sums(g, h, pooled, weights, h)[1] if ctx.reductions else weights)
+        return g, None, None, None, None
 
 
 class _BackwardCalls(torch.autograd.Function):
