@@ -226,6 +226,7 @@ def main() -> None:
     parser.add_argument("--model", default="resnet56", choices=twins, help="the twin (ECA: eca_ + name)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 (CIFAR) or 16")
     parser.add_argument("--image-size", type=int, default=None, help="default: 32 (CIFAR) or 224")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
     parser.add_argument("--inference-only", action="store_true", help="no training steps")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--repeat-seconds", type=float, default=0.5)
@@ -236,7 +237,7 @@ def main() -> None:
     size = args.image_size or (32 if cifar else 224)
     batch = args.batch_size or (64 if cifar else 16)
     print("\n".join(provenance()))
-    cfg = BenchConfig(models=[args.model], batch_size=batch, image_size=size)
+    cfg = BenchConfig(models=[args.model], batch_size=batch, image_size=size, dtype=args.dtype)
     twin, eca = Runner(args.model, cfg), Runner(f"eca_{args.model}", cfg)
     calls = block_calls(eca.model, batch, size)
     variants = {
@@ -252,7 +253,7 @@ def main() -> None:
     runners["twin again"] = Runner(args.model, cfg)
     runners["eca"] = eca
     print(
-        f"{args.model}, batch {batch}, {size}x{size}, eager, {args.threads} threads, {args.repeats} interleaved repeats"
+        f"{args.model}, batch {batch}, {size}x{size}, {args.dtype}, eager, {args.threads} threads, {args.repeats} interleaved repeats"
     )
     mean_calls = [statistics.mean(c[i] for c in calls.values()) for i in range(3)]
     print(
