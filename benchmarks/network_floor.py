@@ -32,11 +32,12 @@ those reads were shared.
 
 Every variant runs both phases twice before any is timed, as ``ecanet bench`` does: after a training step
 the process holds memory that inference's buffers reuse, where an inference-only process (``--inference-only``
-here and there) faults them in page by page (MobileNetV2's inference step twice as long).
+here and there) faults them in page by page (MobileNetV2's inference step 1.8 times as long).
 
     python benchmarks/network_floor.py --model resnet56 --repeats 21
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
     python benchmarks/network_floor.py --model mobilenet_v2 --repeats 21
+    python benchmarks/network_floor.py --model mobilenet_v2 --dtype bfloat16 --repeats 31
 
 Run from the repository root (it takes ``block_tail.py``'s operator count).
 """
