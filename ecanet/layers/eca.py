@@ -22,13 +22,6 @@ GATE_BACKWARDS = {
     "hard_sigmoid": lambda grad, x, y: torch.ops.aten.hardsigmoid_backward(grad, x),
 }
 PADDINGS = ("zeros", "circular")
-# Where the gate's convolution runs as one product with its (C, C) matrix (``ECA._band``): up to these
-# channels (a matrix of at most 1 MiB per module) and N * C * C multiply-adds. Measured on this project's
-# 2-core CPU (ad hoc, the cache's check included), matrix against shifted products: 3 against 19 us at
-# (N, C) = (64, 16), 13 against 24 at (32, 128), 15 against 23 at (4, 512); even at 2 Mi multiply-adds,
-# (8, 512) and (32, 256); 90 against 39 at (32, 512).
-BAND_MAX_CHANNELS = 512
-BAND_MAX_MACS = 2**20
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
@@ -110,7 +103,6 @@ class ECA(nn.Module):
         else:
             # Depthwise: channel c convolves its own window of k neighbours with its own kernel.
             self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=False)
-        self._band_cache: tuple[Tensor, Tensor] | None = None  # (kernel, matrix): ``_band``
 
     def extra_repr(self) -> str:
         kind = "" if self.shared else ", shared=False"
@@ -130,30 +122,22 @@ class ECA(nn.Module):
     def gate(self, pooled: Tensor) -> Tensor:
         """Channel weights from the pooled descriptor: (N, C) -> (N, C).
 
-        The 1-D convolution over the channel vector is linear, and costs calls rather than arithmetic on
-        (N, C) tensors, so it takes the cheapest of several forms of the same sum (``self.conv.weight``
-        throughout, so weights keep their names):
-
-        - without autograd on a CPU, small N * C * C: one product with the convolution's (C, C) matrix,
-          kept with the kernel it came from (``_band``; one call where the shifted products make k + 3);
-        - in an exported graph: the module's own convolution (one Conv node: ONNX Runtime pays per node, and
-          the products would be 2k of them: docs/benchmarks.md, batch-1 latency);
-        - one sample in eager mode: a convolution over the padded vector (one call for the products' k + 4:
-          29 against 70 us at (1, 1024), k = 5; not for k = 1, one product, nor from two samples on, where it
-          costs twice the products);
-        - while a dispatch mode watches: the windowed matrix product (a FLOP counter counts a product, not
-          the elementwise ops);
-        - otherwise k shifted products: on (N, C) tensors cheaper calls than ``nn.Conv1d`` or the windowed
-          product (62 against 326 us at (16, 2048), k = 5, here), and Inductor fuses them with the padding
-          and the gate into one small kernel.
+        The 1-D convolution over the channel vector runs as k shifted products (``self.conv.weight``, so
+        weights keep their names): on (N, C) tensors cheaper calls than ``nn.Conv1d`` or a product with the
+        windows of k neighbours (62 against 326 us at (16, 2048), k = 5, here), and Inductor fuses them with
+        the padding and the gate into one small kernel. Other forms of the same sum: the module's own
+        convolution in an exported graph (one Conv node: ONNX Runtime pays per node, and the products would
+        be 2k of them: docs/benchmarks.md, batch-1 latency); a convolution over the padded vector for one
+        sample in eager mode (one call for the products' k + 4: 29 against 70 us at (1, 1024), k = 5; not
+        for k = 1, one product, nor from two samples on, where it costs twice the products); the windowed
+        matrix product while a dispatch mode watches (a FLOP counter counts a product, not the elementwise
+        ops).
         """
         k = self.kernel_size
         if self.shared and torch.compiler.is_exporting():
             return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
-        compiling, watched = torch.compiler.is_compiling(), is_in_torch_dispatch_mode()
-        if not (compiling or watched) and self._band_applies(pooled):
-            return GATES[self.gate_name](pooled @ self._band(pooled))
         padded = self._padded(pooled)
+        compiling, watched = torch.compiler.is_compiling(), is_in_torch_dispatch_mode()
         if self.shared and k > 1 and pooled.shape[0] == 1 and not (compiling or watched):
             return GATES[self.gate_name](F.conv1d(padded.unsqueeze(1), self.conv.weight).squeeze(1))
         if compiling or not watched:
@@ -201,46 +185,6 @@ class ECA(nn.Module):
     def gate_parameters(self) -> list[Tensor]:
         """The parameters of ``gate``, in the order ``gate_vjp`` gives their gradients."""
         return [self.conv.weight]
-
-    def _band_applies(self, pooled: Tensor) -> bool:
-        """Whether ``gate`` may use the cached matrix: no gradient wanted (it is built outside autograd), on
-        a CPU (the cache's check, ``torch.equal``, would wait for a GPU), in the kernel's dtype and outside
-        autocast (which would round the product to bf16 where the shifted products run in fp32), where the
-        product is cheaper than the calls it replaces, and for a finite descriptor: an inf or NaN would reach
-        every channel through the matrix's zeros (inf * 0), where the convolution keeps it to k neighbours
-        (one sum, 1.6 us, tells; a finite sum that overflows only takes the other form)."""
-        n, c = pooled.shape
-        weight = self.conv.weight
-        if torch.is_grad_enabled() and (pooled.requires_grad or weight.requires_grad):
-            return False
-        return (
-            c <= BAND_MAX_CHANNELS
-            and n * c * c <= BAND_MAX_MACS
-            and pooled.device.type == "cpu"
-            and pooled.dtype == weight.dtype
-            and not torch.is_autocast_enabled("cpu")
-            and math.isfinite(pooled.sum())
-        )
-
-    def _band(self, pooled: Tensor) -> Tensor:
-        """The convolution over C channels as a (C, C) matrix M, conv(v) = v @ M: the convolution of the
-        identity's rows (any padding, ECA-NS too). Kept with a copy of the kernel it came from and rebuilt
-        when the kernel's values differ, however they were changed (an optimizer, ``load_state_dict``, a
-        write through ``.data``, which no version counter sees)."""
-        weight, c = self.conv.weight, pooled.shape[1]
-        cached = self._band_cache
-        if (
-            cached is not None
-            and cached[1].shape[0] == c
-            and cached[1].dtype == weight.dtype
-            and torch.equal(cached[0], weight)
-        ):
-            return cached[1]
-        with torch.no_grad():
-            eye = torch.eye(c, dtype=weight.dtype, device=weight.device)
-            band = self._shifted_products(self._padded(eye), self._taps())
-            self._band_cache = (weight.detach().clone(), band)
-        return band
 
     def _taps(self) -> tuple[Tensor, ...]:
         """The kernel's k taps: (1,) each, or (C,) for ECA-NS (channel c's weight for its window's j-th); one

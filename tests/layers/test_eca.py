@@ -58,68 +58,6 @@ def test_eca_matches_naive_loop(padding, shared, batch):
     torch.testing.assert_close(eca(x), expected)
 
 
-@pytest.mark.parametrize("padding", ["zeros", "circular"])
-@pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("kernel_size,batch", [(1, 3), (5, 1), (5, 3), (13, 3)])  # 13: more taps than channels
-def test_band_gate_without_autograd_matches_naive_loop(padding, shared, kernel_size, batch):
-    """Without autograd on a CPU the gate is one product with the convolution's (C, C) matrix."""
-    torch.manual_seed(0)
-    eca = ECA(12, kernel_size=kernel_size, padding=padding, shared=shared).double()
-    torch.nn.init.normal_(eca.conv.weight)
-    x = torch.randn(batch, 12, 4, 5, dtype=torch.float64)
-    expected = naive_eca(x, eca.conv.weight.detach(), circular=padding == "circular", shared=shared)
-    with torch.no_grad():
-        got = eca(x)
-    assert eca._band_cache is not None  # the matrix form ran
-    torch.testing.assert_close(got, expected)
-
-
-def test_band_follows_every_change_of_the_kernel():
-    """The cached matrix is rebuilt whenever the kernel's values change, by whatever route, and for a new
-    channel count of a module built without one."""
-    torch.manual_seed(0)
-    eca = ECA(kernel_size=3).double()
-    x = torch.randn(3, 12, 4, 4, dtype=torch.float64)
-
-    def check(inputs: torch.Tensor) -> None:
-        with torch.no_grad():
-            got = eca(inputs)
-        torch.testing.assert_close(got, naive_eca(inputs, eca.conv.weight.detach()))
-
-    check(x)
-    optimizer = torch.optim.SGD(eca.parameters(), lr=1.0)
-    eca(x).square().sum().backward()
-    optimizer.step()
-    check(x)
-    eca.load_state_dict({"conv.weight": torch.randn(1, 1, 3, dtype=torch.float64)})
-    check(x)
-    eca.conv.weight.data.mul_(-2)  # no version counter sees this write
-    check(x)
-    eca.conv.weight = torch.nn.Parameter(torch.randn(1, 1, 3, dtype=torch.float64))
-    check(x)
-    check(torch.randn(3, 20, 4, 4, dtype=torch.float64))
-
-
-def test_band_not_used_with_autograd_autocast_or_large_products():
-    eca = ECA(16)
-    x = torch.randn(2, 16, 3, 3, requires_grad=True)
-    eca(x).sum().backward()  # autograd reaches the kernel through the shifted products
-    assert eca._band_cache is None and eca.conv.weight.grad.abs().sum() > 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        eca(x)
-    assert eca._band_cache is None
-    with torch.no_grad():  # an overflowed descriptor stays with its k neighbours, as in the convolution
-        pooled = torch.zeros(2, 16)
-        pooled[0, 3] = float("inf")
-        gated = eca.gate(pooled)
-    assert eca._band_cache is None
-    assert torch.equal(gated[1], torch.full((16,), 0.5)) and gated[0, 10:].eq(0.5).all()
-    wide = ECA(1024)
-    with torch.no_grad():
-        wide(torch.randn(2, 1024, 2, 2))
-    assert wide._band_cache is None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("padding,shared", [("zeros", True), ("circular", False)])
 def test_compiled_gate_matches_naive_loop_and_eager_gradients(padding, shared):
