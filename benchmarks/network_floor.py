@@ -9,7 +9,8 @@ networks of one zoo family (the ResNets, MobileNetV2), interleaved, with paired 
 - ``twin``: the attention-free twin (the ratios' base);
 - ``twin+least``: the twin, and after every block, on the block's output map, what ECA computes in any
   eager formulation that leaves the twin's BatchNorm as it is: its pooled descriptor (one reduction) and its
-  gate (the 1-D convolution and sigmoid, as ECA's ``gate_vjp`` computes them); in training also the gate's
+  gate (the 1-D convolution and sigmoid, as ECA computes them: ``gate`` in inference, ``gate_vjp`` in
+  training, where the fused step takes its derivative from it); in training also the gate's
   derivative and the reduction the scale's gradient needs (the sum over positions of the gradient times
   the map: ``kernels.channel_sums``), in the backward pass on the gradient that arrives and the kept map;
 - ``twin+gate``: the same without the two reductions (the gate on a kept (N, C) tensor);
@@ -38,6 +39,8 @@ here and there) faults them in page by page (MobileNetV2's inference step 1.8 ti
     python benchmarks/network_floor.py --model resnet20 --inference-only --repeats 31
     python benchmarks/network_floor.py --model mobilenet_v2 --repeats 21
     python benchmarks/network_floor.py --model mobilenet_v2 --dtype bfloat16 --repeats 31
+    python benchmarks/network_floor.py --model resnet50 --timed inference --repeats 21
+    python benchmarks/network_floor.py --model mobilenet_v2 --batch-size 1 --inference-only --repeats 61
 
 Run from the repository root (it takes ``block_tail.py``'s operator count).
 """
@@ -95,12 +98,13 @@ class Least(nn.Module):
                 if self.kept is None or self.kept.shape != h.shape[:2]:
                     self.kept = h.new_zeros(h.shape[:2])
                 pooled = self.kept
+            if not (self.training and torch.is_grad_enabled()):
+                self.gate.gate(pooled)  # inference: ECA's gate, in the form it takes for this shape
+                return out
             weights, vjp = self.gate.gate_vjp(pooled)
-        if self.training and torch.is_grad_enabled():
-            # the gate's derivative and the reduction the scale's gradient needs, in backward on the gradient
-            # that arrives and the kept map, as ECA's backward reads them
-            out = _BackwardSums.apply(out, pooled, weights, vjp, self.reductions)
-        return out
+        # the gate's derivative and the reduction the scale's gradient needs, in backward on the gradient that
+        # arrives and the kept map, as ECA's backward reads them
+        return _BackwardSums.apply(out, pooled, weights, vjp, self.reductions)
 
 
 class _BackwardSums(torch.autograd.Function):
@@ -229,6 +233,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default: 32 (CIFAR) or 224")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: autocast")
     parser.add_argument("--inference-only", action="store_true", help="no training steps")
+    parser.add_argument(
+        "--timed", choices=["inference", "training"], default=None, help="time one phase (both still warmed up)"
+    )
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--repeat-seconds", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
@@ -272,6 +279,8 @@ def main() -> None:
             for phase in phases:
                 steps[phase][name]()
     for phase, fns in steps.items():
+        if args.timed not in (None, phase):
+            continue
         times = interleaved(fns, args.repeats, calls=calls_per_repeat(fns["twin"], args.repeat_seconds))
         base = statistics.median(times["twin"])
         for name, series in times.items():
