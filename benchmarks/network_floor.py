@@ -240,6 +240,8 @@ def main() -> None:
     parser.add_argument("--repeat-seconds", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.inference_only and args.timed == "training":
+        parser.error("--timed training: there are no training steps with --inference-only")
     torch.set_num_threads(args.threads)
     cifar = ARCHS[args.model].dataset == "cifar"
     size = args.image_size or (32 if cifar else 224)
