@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 GATES = {"sigmoid": torch.sigmoid, "hard_sigmoid": F.hardsigmoid}
+INPLACE_GATES = {"sigmoid": torch.sigmoid_, "hard_sigmoid": partial(F.hardsigmoid, inplace=True)}
 # Each gate's derivative, given (gradient, input, output): ATen's own backward kernels, as autograd uses them.
 GATE_BACKWARDS = {
     "sigmoid": lambda grad, x, y: torch.ops.aten.sigmoid_backward(grad, y),
@@ -52,6 +54,13 @@ def _shifted(padded: Tensor, k: int) -> tuple[Tensor, ...]:
     if k == 1:
         return (padded,)
     return padded.unfold(1, padded.shape[1] - k + 1, 1).unbind(1)
+
+
+def _tap_views(weight: Tensor, k: int) -> tuple[Tensor, ...]:
+    """The k taps of a kernel of k weights per channel, as views: one view for k = 1."""
+    if k == 1:
+        return (weight.view(-1),)
+    return weight.view(-1, k).unbind(1)
 
 
 class ECA(nn.Module):
@@ -128,20 +137,23 @@ class ECA(nn.Module):
         the padding and the gate into one small kernel. Other forms of the same sum: the module's own
         convolution in an exported graph (one Conv node: ONNX Runtime pays per node, and the products would
         be 2k of them: docs/benchmarks.md, batch-1 latency); a convolution over the padded vector for one
-        sample in eager mode (one call for the products' k + 4: 29 against 70 us at (1, 1024), k = 5; not
-        for k = 1, one product, nor from two samples on, where it costs twice the products); the windowed
-        matrix product while a dispatch mode watches (a FLOP counter counts a product, not the elementwise
-        ops).
+        sample and k > 3 in eager mode (15 against 17 us at (1, 160), k = 5; at k = 3 the products are
+        cheaper, and from two samples on the convolution costs several times them); the windowed matrix
+        product while a dispatch mode watches (a FLOP counter counts a product, not the elementwise ops).
+        Without autograd the taps are kept between calls and the gate is taken in place on the products'
+        fresh sum (benchmarks/gate_call.py: one call cheaper than SE's at every zoo shape but ResNet-18's
+        k = 5 and 7 stages).
         """
         k = self.kernel_size
         if self.shared and torch.compiler.is_exporting():
             return GATES[self.gate_name](self.conv(pooled.unsqueeze(1)).squeeze(1))
         padded = self._padded(pooled)
         compiling, watched = torch.compiler.is_compiling(), is_in_torch_dispatch_mode()
-        if self.shared and k > 1 and pooled.shape[0] == 1 and not (compiling or watched):
+        if self.shared and k > 3 and pooled.shape[0] == 1 and not (compiling or watched):
             return GATES[self.gate_name](F.conv1d(padded.unsqueeze(1), self.conv.weight).squeeze(1))
         if compiling or not watched:
-            return GATES[self.gate_name](self._shifted_products(padded, self._taps()))
+            gate = GATES if torch.is_grad_enabled() else INPLACE_GATES  # the products' sum is a fresh tensor
+            return gate[self.gate_name](self._shifted_products(padded, self._taps()))
         windows = padded.unfold(1, k, 1)  # (N, C, k)
         if self.shared:
             y = (windows @ self.conv.weight.view(k, 1)).squeeze(-1)
@@ -187,11 +199,24 @@ class ECA(nn.Module):
         return [self.conv.weight]
 
     def _taps(self) -> tuple[Tensor, ...]:
-        """The kernel's k taps: (1,) each, or (C,) for ECA-NS (channel c's weight for its window's j-th); one
-        view for k = 1."""
-        if self.kernel_size == 1:
-            return (self.conv.weight.view(-1),)
-        return self.conv.weight.view(-1, self.kernel_size).unbind(1)
+        """The kernel's k taps: (1,) each, or (C,) for ECA-NS (channel c's weight for its window's j-th).
+
+        Without autograd (inference, and the fused step's forward) the views of the last call are kept while
+        the kernel has the same storage: views see every in-place write (optimiser steps, ``load_state_dict``),
+        and a kernel replaced (``.to()``, ``.data =``, a new Parameter) lives elsewhere, since the kept views
+        hold the old storage. Making them costs more than the products they feed on small vectors (4 of ECA's
+        26 us a gate call at (64, 16), k = 3, here: docs/benchmarks.md, ninth run).
+        """
+        weight = self.conv.weight
+        # Only a module's own Parameter: a tensor passed in (torch.func.functional_call, functorch's batched
+        # tensors, a parametrization's fresh result) may not outlive the call.
+        if torch.is_grad_enabled() or type(weight) is not nn.Parameter:
+            return _tap_views(weight, self.kernel_size)
+        kept = self.__dict__.get("_kept_taps")
+        if kept is None or kept[0].data_ptr() != weight.data_ptr():
+            flat = weight.detach()
+            kept = self.__dict__["_kept_taps"] = (flat, _tap_views(flat, self.kernel_size))
+        return kept[1]
 
     def _padded(self, v: Tensor) -> Tensor:
         """v, (..., C), padded on its last (channel) axis by (k - 1) / 2 at each end: zeros, or the ring's
@@ -208,8 +233,11 @@ class ECA(nn.Module):
         """sum_j padded[:, j : j + C] * taps[j], (N, C), from the padded vector (N, C + k - 1)."""
         shifted = _shifted(padded, len(taps))
         out = shifted[0] * taps[0]
+        # Sums in place: no tensor to allocate (1-3 us a call at k >= 5 here), and autograd keeps none of them;
+        # not under torch.func's transforms, which have no batching rule for addcmul_.
+        inplace = not torch._C._are_functorch_transforms_active()
         for j in range(1, len(taps)):
-            out = torch.addcmul(out, shifted[j], taps[j])
+            out = out.addcmul_(shifted[j], taps[j]) if inplace else torch.addcmul(out, shifted[j], taps[j])
         return out
 
     def forward(self, x: Tensor) -> Tensor:

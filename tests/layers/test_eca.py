@@ -1,4 +1,6 @@
 import math
+import warnings
+from copy import deepcopy
 
 import pytest
 import torch
@@ -28,13 +30,19 @@ def test_kernel_size_known_values_and_no_clamp():
 def naive_eca(x, weight, circular=False, shared=True):
     """Per-channel loop: y_c = sigma(sum_j w_j * mean(x_{c+j-p})) scales channel c."""
     n, c = x.shape[:2]
-    pooled = x.mean(dim=tuple(range(2, x.ndim)))
+    gate = naive_gate(x.mean(dim=tuple(range(2, x.ndim))), weight, circular, shared)
+    return x * gate.view(n, c, *([1] * (x.ndim - 2)))
+
+
+def naive_gate(pooled, weight, circular=False, shared=True):
+    """The weights sigma(sum_j w_j * pooled_{c+j-p}) of every channel c, one channel at a time."""
+    n, c = pooled.shape
     k = weight.shape[-1]
     p = (k - 1) // 2
-    out = torch.empty(n, c, dtype=x.dtype)
+    out = torch.empty(n, c, dtype=pooled.dtype)
     for ch in range(c):
         w = weight[0, 0] if shared else weight[ch, 0]
-        acc = torch.zeros(n, dtype=x.dtype)
+        acc = torch.zeros(n, dtype=pooled.dtype)
         for j in range(k):
             src = ch + j - p
             if circular:
@@ -43,19 +51,78 @@ def naive_eca(x, weight, circular=False, shared=True):
                 continue
             acc = acc + w[j] * pooled[:, src]
         out[:, ch] = torch.sigmoid(acc)
-    return x * out.view(n, c, *([1] * (x.ndim - 2)))
+    return out
 
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("batch", [1, 3])  # one sample: the gate runs as a convolution call
-def test_eca_matches_naive_loop(padding, shared, batch):
+@pytest.mark.parametrize("batch,kernel_size", [(1, 3), (1, 5), (3, 1), (3, 5)])  # one sample, k > 3: a convolution
+@pytest.mark.parametrize("grad", [True, False])  # without autograd: kept taps, sums and gate in place
+def test_eca_matches_naive_loop(padding, shared, batch, kernel_size, grad):
     torch.manual_seed(0)
-    eca = ECA(12, kernel_size=5, padding=padding, shared=shared).double()
+    eca = ECA(12, kernel_size=kernel_size, padding=padding, shared=shared).double()
     torch.nn.init.normal_(eca.conv.weight)
     x = torch.randn(batch, 12, 4, 5, dtype=torch.float64)
+    x_before = x.clone()
     expected = naive_eca(x, eca.conv.weight.detach(), circular=padding == "circular", shared=shared)
-    torch.testing.assert_close(eca(x), expected)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(eca(x), expected)
+    assert torch.equal(x, x_before)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_inference_gate_follows_every_change_of_the_kernel(shared):
+    """Without autograd the gate keeps views of its taps between calls: every way of changing the kernel,
+    in place or by replacing it, must reach the next call."""
+    torch.manual_seed(0)
+    eca = ECA(12, kernel_size=3, shared=shared).double()
+    pooled = torch.randn(4, 12, dtype=torch.float64)
+
+    def check(module=eca):
+        with torch.no_grad():
+            got = module.gate(pooled.to(module.conv.weight.dtype))
+        expected = naive_gate(pooled.to(got.dtype), module.conv.weight.detach(), shared=shared)
+        torch.testing.assert_close(got, expected)
+
+    check()
+    optimizer = torch.optim.SGD(eca.parameters(), lr=1.0)
+    eca.gate(pooled).sum().backward()
+    optimizer.step()  # in place
+    check()
+    other = ECA(12, kernel_size=3, shared=shared).double()
+    eca.load_state_dict(other.state_dict())  # copied in place
+    check()
+    eca.conv.weight.data.mul_(-2)  # in place, past the version counter
+    check()
+    eca.conv.weight.data = torch.randn_like(eca.conv.weight)  # a new storage under the same Parameter
+    check()
+    eca.conv.weight = torch.nn.Parameter(torch.randn_like(eca.conv.weight))
+    check()
+    with torch.inference_mode():
+        eca.gate(pooled)
+    eca.float()  # another dtype
+    check()
+    copy = deepcopy(eca)
+    with torch.no_grad():
+        copy.conv.weight.add_(1.0)
+    check(copy)
+    check(eca)
+
+
+def test_kernels_passed_in_are_used_for_their_call_only():
+    """torch.func: a kernel passed in (functional_call, batched by vmap) serves its call; the module's own
+    kept taps serve the calls around it."""
+    torch.manual_seed(0)
+    eca = ECA(12, kernel_size=3).double()
+    x = torch.randn(4, 12, 3, 3, dtype=torch.float64)
+    kernels = torch.randn(2, *eca.conv.weight.shape, dtype=torch.float64)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback of torch.func's without a batching rule
+        torch.testing.assert_close(eca(x), naive_eca(x, eca.conv.weight))
+        got = torch.func.vmap(lambda w: torch.func.functional_call(eca, {"conv.weight": w}, (x,)))(kernels)
+        for kernel, y in zip(kernels, got, strict=True):
+            torch.testing.assert_close(y, naive_eca(x, kernel))
+        torch.testing.assert_close(eca(x), naive_eca(x, eca.conv.weight))
 
 
 @pytest.mark.slow
