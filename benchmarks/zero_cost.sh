@@ -5,12 +5,13 @@
 # (network_floor.py), batch-1 latency of
 # ResNet-50 and MobileNetV2 (eager, compiled, ONNX Runtime), the batch-size and image-size sweeps, Faster
 # R-CNN's training step, the block tails of every family, fp32 and bf16 (and with frozen BatchNorm at the
-# detector's sizes), ONNX Runtime's time by operator type and the compiled bottlenecks kernel by kernel.
+# detector's sizes), one gate call of ECA's and SE's at every zoo stage's shape, ONNX Runtime's time by
+# operator type and the compiled bottlenecks kernel by kernel.
 # Each output begins with its provenance.
 # Usage: bash benchmarks/zero_cost.sh [OUT_DIR]  (about four hours on 2 CPU cores)
 set -euo pipefail
 out=${1:-benchmarks/results/zero_cost}
-mkdir -p "$out"
+mkdir -p "$out" "$out/gate_call"
 run() {  # run NAME COMMAND...: the table to NAME.txt, the progress log to NAME.log
   local name=$1
   shift
@@ -36,6 +37,9 @@ for m in resnet50 mobilenet_v2; do
   run "latency_${m}_compiled" ecanet bench --models "$m" "eca_$m" --batch-size 1 --inference-only --compile \
     --channels-last --repeats 15 --json "$out/latency_${m}_compiled.json"
 done
+run gate_call/zoo python benchmarks/gate_call.py
+run gate_call/zoo_batch1 python benchmarks/gate_call.py --models resnet50 mobilenet_v2 --batch-size 1 \
+  --phases inference
 run detection python benchmarks/detection.py --kinds faster_rcnn --size 320 320 --train --repeats 9
 run block_tail_resnet56 python benchmarks/block_tail.py --model resnet56 --batch-size 64 --repeats 21
 run zoo_compiled ecanet bench --suite zoo --compile --channels-last --repeats 5 --no-memory \

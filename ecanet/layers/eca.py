@@ -137,8 +137,8 @@ class ECA(nn.Module):
         the padding and the gate into one small kernel. Other forms of the same sum: the module's own
         convolution in an exported graph (one Conv node: ONNX Runtime pays per node, and the products would
         be 2k of them: docs/benchmarks.md, batch-1 latency); a convolution over the padded vector for one
-        sample and k > 3 in eager mode (15 against 17 us at (1, 160), k = 5; at k = 3 the products are
-        cheaper, and from two samples on the convolution costs several times them); the windowed matrix
+        sample and k > 3 in eager mode (15 against 18 us at (1, 160), k = 5; at k = 3 both cost 14 us, and
+        from two samples on the convolution costs several times the products); the windowed matrix
         product while a dispatch mode watches (a FLOP counter counts a product, not the elementwise ops).
         Without autograd the taps are kept between calls and the gate is taken in place on the products'
         fresh sum (benchmarks/gate_call.py: one call cheaper than SE's at every zoo shape but ResNet-18's
@@ -204,7 +204,7 @@ class ECA(nn.Module):
         Without autograd (inference, and the fused step's forward) the views of the last call are kept while
         the kernel has the same storage: views see every in-place write (optimiser steps, ``load_state_dict``),
         and a kernel replaced (``.to()``, ``.data =``, a new Parameter) lives elsewhere, since the kept views
-        hold the old storage. Making them costs more than the products they feed on small vectors (4 of ECA's
+        hold the old storage. Making them costs more than the products they feed on small vectors (4.7 of ECA's
         26 us a gate call at (64, 16), k = 3, here: docs/benchmarks.md, ninth run).
         """
         weight = self.conv.weight
