@@ -208,9 +208,10 @@ class ECA(nn.Module):
         26 us a gate call at (64, 16), k = 3, here: docs/benchmarks.md, ninth run).
         """
         weight = self.conv.weight
-        # Only a module's own Parameter: a tensor passed in (torch.func.functional_call, functorch's batched
-        # tensors, a parametrization's fresh result) may not outlive the call.
-        if torch.is_grad_enabled() or type(weight) is not nn.Parameter:
+        # Only a module's own Parameter (a tensor passed in: torch.func.functional_call, functorch's batched
+        # tensors, a parametrization's fresh result, may not outlive the call), and never into a traced
+        # graph, which would hold kept views as constants instead of reading the Parameter.
+        if torch.is_grad_enabled() or type(weight) is not nn.Parameter or torch.jit.is_tracing():
             return _tap_views(weight, self.kernel_size)
         kept = self.__dict__.get("_kept_taps")
         if kept is None or kept[0].data_ptr() != weight.data_ptr():
