@@ -217,11 +217,14 @@ def test_eca_gate_in_unit_interval_and_no_bias():
     assert w.shape == (4, 64) and (w > 0).all() and (w < 1).all()
 
 
-def test_hard_sigmoid_gate():
+@pytest.mark.parametrize("grad", [True, False])  # without autograd the gate is taken in place
+def test_hard_sigmoid_gate(grad):
     eca = ECA(16, 3, gate="hard_sigmoid")
     x = torch.randn(2, 16, 4, 4)
-    pooled = eca.conv(x.mean((2, 3)).unsqueeze(1)).squeeze(1)
-    torch.testing.assert_close(eca.attention(x), F.hardsigmoid(pooled))
+    with torch.no_grad():
+        expected = F.hardsigmoid(eca.conv(x.mean((2, 3)).unsqueeze(1)).squeeze(1))
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(eca.attention(x), expected)
 
 
 def test_wrong_channel_count_names_both_numbers():
