@@ -213,11 +213,10 @@ class ECA(nn.Module):
         # graph, which would hold kept views as constants instead of reading the Parameter.
         if torch.is_grad_enabled() or type(weight) is not nn.Parameter or torch.jit.is_tracing():
             return _tap_views(weight, self.kernel_size)
-        kept = self.__dict__.get("_kept_taps")
+        kept = self.__dict__.get("_kept_taps")  # the first tap starts where the kernel does
         if kept is None or kept[0].data_ptr() != weight.data_ptr():
-            flat = weight.detach()
-            kept = self.__dict__["_kept_taps"] = (flat, _tap_views(flat, self.kernel_size))
-        return kept[1]
+            kept = self.__dict__["_kept_taps"] = _tap_views(weight.detach(), self.kernel_size)
+        return kept
 
     def _padded(self, v: Tensor) -> Tensor:
         """v, (..., C), padded on its last (channel) axis by (k - 1) / 2 at each end: zeros, or the ring's
