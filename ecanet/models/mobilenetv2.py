@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchvision.models import mobilenetv2 as tv
 
 from ..layers import create_attention, is_attention
-from ..layers.fused import fast_path_applies, fused_tail, set_fused
+from ..layers.fused import DEFAULT_DEVICES, fast_path_applies, fused_tail, set_fused
 from .norm import freeze_parameters
 
 # t (expansion), c (output channels), n (repeats), s (stride): Table 2 of the MobileNetV2 paper.
@@ -22,10 +22,11 @@ SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3
 
 class InvertedResidual(tv.InvertedResidual):
     """torchvision's inverted residual plus attention after the projection BN; with ``fused`` the
-    projection BN, the attention (or none) and the shortcut addition run as one step (``fused_tail``; in
-    inference written into the projection's output)."""
+    projection BN, the attention (or none) and the shortcut addition run as one step on a CPU (``fused_tail``;
+    in inference written into the projection's output)."""
 
     fused: bool = True
+    fused_devices: frozenset[str] = DEFAULT_DEVICES
 
     def __init__(
         self,
@@ -44,7 +45,7 @@ class InvertedResidual(tv.InvertedResidual):
     def forward(self, x: Tensor) -> Tensor:
         attn = self.conv[-1] if is_attention(self.conv[-1]) else None
         *body, norm = self.conv[:-1] if attn is not None else self.conv
-        if not fast_path_applies(self.fused, attn, norm):
+        if not fast_path_applies(self.fused, attn, norm, x, self.fused_devices):
             return super().forward(x)
         out = x
         for layer in body:

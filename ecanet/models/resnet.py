@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import attention_attribute, create_attention
-from ..layers.fused import fast_path_applies, fused_tail, set_fused, uses_running_stats
-from ..layers.fused.kernels import cast, global_average_pool
-from ..layers.fused.statistics import accumulation_dtype
+from ..layers.fused import DEFAULT_DEVICES, fast_path_applies, fused_tail, set_fused
 from .norm import freeze_parameters
 
 
@@ -32,14 +28,15 @@ class AttentionBlock(nn.Module):
     """What the residual blocks share: their attention module, by name (``eca``, ``se``, ``cbam``), and the
     switch of the fused tail.
 
-    ``forward`` reads like Figure 2; when ``fused`` (the default), the block's tail (last BatchNorm,
-    attention or none, addition, ReLU) runs as one step with the same value (``fused_tail``; in inference
-    written into the last convolution's output), unless something watches the norm or the attention
-    (``fast_path_applies``); ``fused=False`` always runs the plain formulation.
+    ``forward`` reads like Figure 2. On a CPU, when ``fused`` (the default), the block's tail (last
+    BatchNorm, attention or none, addition, ReLU) runs as one step with the same value (``fused_tail``; in
+    inference written into the last convolution's output), unless something watches the norm or the
+    attention (``fast_path_applies``); on any other device, and with ``fused=False``, the plain formulation.
     """
 
     attn_name: str | None
     fused: bool = True
+    fused_devices: frozenset[str] = DEFAULT_DEVICES
 
     def _set_attention(self, attn: str | None, channels: int, kernel_size: int | None) -> None:
         self.attn_name = attention_attribute(attn)
@@ -54,8 +51,8 @@ class AttentionBlock(nn.Module):
     def attention_module(self) -> nn.Module | None:
         return None if self.attn_name is None else getattr(self, self.attn_name)
 
-    def _fuses(self, norm: nn.Module) -> bool:
-        return fast_path_applies(self.fused, self.attention_module, norm)
+    def _fuses(self, norm: nn.Module, x: Tensor) -> bool:
+        return fast_path_applies(self.fused, self.attention_module, norm, x, self.fused_devices)
 
 
 class BasicBlock(AttentionBlock):
@@ -89,7 +86,7 @@ class BasicBlock(AttentionBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.conv2(out)
-        if self._fuses(self.bn2):
+        if self._fuses(self.bn2, out):
             return fused_tail(self.attention_module, self.bn2, out, identity, inplace=True)
         out = self.bn2(out)
         out = self.attention(out)
@@ -131,35 +128,14 @@ class Bottleneck(AttentionBlock):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        h = self.relu(self.bn2(self.conv2(out)))
-        out = self.conv3(h)
-        if self._fuses(self.bn3):
-            x_mean = self._conv3_mean(h) if hasattr(self.attention_module, "gate") else None  # channel gates
-            return fused_tail(self.attention_module, self.bn3, out, identity, x_mean=x_mean, inplace=True)
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.conv3(out)
+        if self._fuses(self.bn3, out):
+            return fused_tail(self.attention_module, self.bn3, out, identity, inplace=True)
         out = self.bn3(out)
         out = self.attention(out)
         out += identity
         return self.relu(out)
-
-    def _conv3_mean(self, h: Tensor) -> Tensor | None:
-        """conv3(h)'s spatial mean from h's, where the fused step can use it (inference or torch.compile,
-        with running statistics): conv3 is a per-pixel linear map, so the mean of its output is the map of
-        the mean of its input, and h has a quarter of the channels to read. The map costs conv3's input
-        channels in multiply-adds per value of conv3's output that it spares reading, and one read of conv3's
-        weights and a few calls per batch, so it is used while those channels are at most min(4, N / 4) times
-        the spatial size compiled, where h's mean comes nearly free in the kernel that writes h, and min(4,
-        N / 8) in eager mode, where it is a pass and calls of its own. ResNet-50 at 224 px: stages 1-3 at
-        batch 16 (not stage 4's 7x7 maps); at batch 1 stages 1-2 compiled, stage 1 in eager mode (measured
-        per block in docs/benchmarks.md, "The conv3 map and the batch")."""
-        if not uses_running_stats(self.bn3):
-            return None
-        compiling = torch.compiler.is_compiling()
-        if torch.is_grad_enabled() and not compiling:
-            return None
-        if self.conv3.in_channels > h[0, 0].numel() * min(4, h.shape[0] / (4 if compiling else 8)):
-            return None
-        pooled = cast(global_average_pool(h, accumulation_dtype(h.dtype)), h.dtype)  # bf16 maps: no fp32 copy
-        return F.linear(pooled, self.conv3.weight.flatten(1))
 
 
 class ResNet(nn.Module):

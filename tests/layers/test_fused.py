@@ -331,8 +331,9 @@ def test_unfusable_norm_is_refused_and_blocks_fall_back_to_plain():
     ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2", "resnet50", "mobilenet_v2", "se_resnet50", "cbam_resnet18"],
 )
 def test_inference_path_equals_plain_and_works_in_place(name):
-    """The blocks write the step into their convolution's output; eca_resnet50's bottlenecks also take the
-    pooled descriptor from conv3's input mean here."""
+    """The blocks write the step into their convolution's output. In fp32 the two formulations round apart,
+    and by how much depends on the CPU's vector paths: each is compared with the fp64 result, the fused one
+    no further from it than twice the plain one (or 1e-6 of the logits' size)."""
     torch.manual_seed(0)
     model = create_model(name).eval()
     for m in model.modules():  # running statistics that are not the identity map
@@ -342,9 +343,11 @@ def test_inference_path_equals_plain_and_works_in_place(name):
     plain = set_fused(copy.deepcopy(model), False)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), plain(x))
+        ref = copy.deepcopy(plain).double()(x.double())
+        plain_err = rel_err(plain(x), ref)
+        assert rel_err(model(x), ref) <= max(2 * plain_err, 1e-6)
     with torch.inference_mode():
-        torch.testing.assert_close(model(x), plain(x))
+        assert rel_err(model(x), ref) <= max(2 * plain_err, 1e-6)
 
 
 def test_inference_under_bf16_autocast_as_accurate_as_plain():
@@ -450,6 +453,7 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
     from ecanet.layers.fused.kernels import (
         REFERENCES,
         add_relu_,
+        batch_norm_backward,
         channel_sums,
         global_average_pool,
         moments,
@@ -477,11 +481,13 @@ def test_each_kernel_equals_its_reference(channels_last, tensor_path):
         (add_relu_, (x.clone(), b[:, :, None, None])),  # per-(sample, channel) shift, broadcast
         (relu_backward, (g, x)),
         (channel_sums, (g, x, mean_nc, x_centred, torch.empty_like(x))),
+        (batch_norm_backward, (g, x, a[0], mean, var.rsqrt())),
+        (batch_norm_backward, (g, x, None, mean, var.rsqrt())),  # no affine: no weight or bias gradient
     ]
     assert {kernel for kernel, _ in cases} == set(REFERENCES)
     for kernel, args in cases:
         ref_args = [t.clone() if isinstance(t, torch.Tensor) else t for t in args]
-        torch.testing.assert_close(kernel(*args), REFERENCES[kernel](*ref_args), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(kernel.kernel(*args), REFERENCES[kernel](*ref_args), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

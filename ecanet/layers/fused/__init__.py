@@ -1,7 +1,7 @@
 """The fused tail: a block's last BatchNorm, its attention (ECA, SE, CBAM or none), the residual addition and
 the activation as one step, equal in value and gradient to ``act(attention(norm(x)) + identity)`` with less
-memory traffic and, for channel gates, no extra activation kept for backward. An optimisation the blocks
-apply to the plain formulation, to every attention alike so that a model and its attention-free twin are
+memory traffic and, for channel gates, no extra activation kept for backward. A CPU optimisation the blocks
+apply to the plain formulation on CPU tensors only (``switch``: the device policy), to every attention alike so that a model and its attention-free twin are
 measured like with like. One job per module: ``statistics`` (BatchNorm's statistics and running-stat
 update), ``kernels`` (the low-level kernels, each with its reference), ``function`` (the training steps'
 autograd Functions and their derivation), ``inference`` (inference and torch.compile), ``cbam`` (CBAM's
@@ -17,10 +17,12 @@ from .cbam import cbam_tail
 from .function import AddReLU, NormGateResidual, gate_parameters
 from .inference import affine_step
 from .statistics import is_fusable_norm, norm_parameters, uses_running_stats
-from .switch import fast_path_applies, plain_formulation, set_fused
+from .switch import DEFAULT_DEVICES, fast_path_applies, fuses_on, plain_formulation, set_fused
 
 __all__ = [
+    "DEFAULT_DEVICES",
     "fast_path_applies",
+    "fuses_on",
     "fused_tail",
     "is_fusable_norm",
     "plain_formulation",
@@ -49,15 +51,12 @@ def fused_tail(
     x: Tensor,
     identity: Tensor | None = None,
     relu: bool = True,
-    x_mean: Tensor | None = None,
     inplace: bool = False,
 ) -> Tensor:
     """``act(attention(norm(x)) + identity)`` where act is ReLU (``relu=True``) or nothing and attention is
     ECA (or a variant), SE, CBAM or None.
 
-    ``norm`` is the BatchNorm before the attention (``is_fusable_norm``). ``x_mean``, x's spatial mean if
-    the caller has it more cheaply than by reading x, is used where ``norm`` runs on running statistics
-    without autograd through this function (inference, torch.compile). ``inplace`` lets the result
+    ``norm`` is the BatchNorm before the attention (``is_fusable_norm``). ``inplace`` lets the result
     overwrite x when no gradient is recorded (blocks pass their convolution's output, which nothing else
     reads).
     """
@@ -75,4 +74,4 @@ def fused_tail(
             return _add_act(norm(x), identity, relu)
         params = (*norm_parameters(norm), *gate_parameters(attention))
         return NormGateResidual.apply(x, identity, relu, norm, attention, *params)
-    return affine_step(attention, norm, x, identity, relu, x_mean, inplace)
+    return affine_step(attention, norm, x, identity, relu, inplace)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .kernels import add_relu_, cast, channel_sums, per_channel, relu_backward, scale_shift
+from .kernels import add_relu_, batch_norm_backward, cast, channel_sums, per_channel, relu_backward, scale_shift
 from .statistics import accumulation_dtype, affine, norm_parameters, statistics
 
 
@@ -93,10 +93,7 @@ class NormGateResidual(torch.autograd.Function):
             # fp64 than the plain formulation's (tests/layers/test_fused.py); this costs 0-7 % more per bf16
             # tail (ad hoc, MobileNetV2's and ResNet-50's stage shapes).
             dz = scale_shift(g, s, d_pooled * (1 / positions), out=buffer)
-            mask = [True, weight is not None, weight is not None]
-            dx, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
-                dz, x, weight, None, None, mean, invstd, True, ctx.eps, mask
-            )
+            dx, d_weight, d_bias = batch_norm_backward(dz, x, weight, mean, invstd)
         else:
             dx = buffer
             d_bias = torch.addcmul(d_pooled, s, g_sum).sum(0)

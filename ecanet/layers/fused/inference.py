@@ -25,7 +25,6 @@ def affine_step(
     x: Tensor,
     identity: Tensor | None,
     relu: bool,
-    x_mean: Tensor | None,
     inplace: bool,
 ) -> Tensor:
     """act(x * scale * s + shift * s + identity) for a channel gate (ECA, SE; s = 1 without attention),
@@ -36,7 +35,7 @@ def affine_step(
         # coefficients first takes a dozen (the plain formulation's passes, without its fresh tensor).
         y = normalize(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, _out(x, inplace))
         return _add_act_(y, identity, relu)
-    stats = statistics(norm, x, x_mean, per_sample=attention is not None)
+    stats = statistics(norm, x, per_sample=attention is not None)
     scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
     if attention is not None:
         s = attention.gate(cast(torch.addcmul(shift, stats.mean_nc, scale), x.dtype))

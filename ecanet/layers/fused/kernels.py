@@ -1,16 +1,46 @@
-"""The low-level kernels of the fused ECA step, each behind a named function with a one-line contract and
-a pure-PyTorch reference (``REFERENCES``) that the tests compare it against.
+"""The low-level kernels of the fused step: every private PyTorch call of the project lives here, each
+behind a named function with a one-line contract and beside its pure-PyTorch reference (``REFERENCES``).
 
 Several reuse ATen operators written for another job (BatchNorm's own kernels run over an ``(1, N*C, HW)``
-view, so that per-(sample, channel) work becomes BatchNorm's per-channel work). They are private ATen ops:
-should PyTorch change one, its reference here is the drop-in replacement, and the tests say which broke.
-Why each is faster than its reference on a CPU is measured in docs/fast-path.md.
+view, so that per-(sample, channel) work becomes BatchNorm's per-channel work). They are CPU kernels: a
+tensor on any other device takes the reference (``cpu_kernel``), and at import each kernel is checked once
+against its reference on a small input; should a PyTorch release change one (another signature, another
+value), that kernel falls back to its reference for the whole process and a warning names it. Why each is
+faster than its reference on a CPU is measured in docs/fast-path.md.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+log = logging.getLogger("ecanet")
+
+REFERENCES: dict[Callable, Callable] = {}  # each kernel (as callers see it) -> its reference
+BROKEN: set[str] = set()  # kernels that failed their import-time check on this PyTorch
+
+
+def cpu_kernel(reference: Callable) -> Callable[[Callable], Callable]:
+    """Run the decorated kernel on CPU tensors (its first argument's device) while it passes its self-check;
+    ``reference`` otherwise. The kernel itself stays reachable as ``.kernel`` for the tests."""
+
+    def wrap(kernel: Callable) -> Callable:
+        @functools.wraps(kernel)
+        def dispatch(x: Tensor, *args, **kwargs):
+            if x.device.type == "cpu" and kernel.__name__ not in BROKEN:
+                return kernel(x, *args, **kwargs)
+            return reference(x, *args, **kwargs)
+
+        dispatch.kernel = kernel
+        REFERENCES[dispatch] = reference
+        return dispatch
+
+    return wrap
+
 
 # Up to this many elements (2 MB in fp32, in cache) a product and an addition beat BatchNorm's kernel over
 # the (1, N*C, S) view in ``scale_shift``: measured 50 vs 108 us at (64, 64, 8, 8), 137 vs 200 us at
@@ -29,11 +59,69 @@ def per_channel(v: Tensor, x: Tensor) -> Tensor:
     return v.reshape(*lead, *([1] * (x.ndim - 2)))
 
 
+def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x.to(dtype).mean(tuple(range(2, x.ndim)))
+
+
+def _moments_reference(x: Tensor, dtype: torch.dtype, square: bool = True) -> tuple[Tensor, Tensor | None]:
+    x = x.to(dtype)
+    return x.mean(tuple(range(2, x.ndim))), (x * x).mean(tuple(range(2, x.ndim))) if square else None
+
+
+def _variance_about_reference(x: Tensor, mean: Tensor) -> Tensor:
+    return (x * (x - per_channel(mean, x))).mean((0, *range(2, x.ndim)))
+
+
+def _scale_shift_reference(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    return out.copy_(x * per_channel(a, x) + per_channel(b, x))
+
+
+def _normalize_reference(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor, eps: float, out: Tensor
+) -> Tensor:
+    y = (x - per_channel(mean, x)) / per_channel((var + eps).sqrt(), x)
+    y = y if weight is None else y * per_channel(weight, x)
+    return out.copy_(y if bias is None else y + per_channel(bias, x))
+
+
+def _add_relu_reference(y: Tensor, other: Tensor) -> Tensor:
+    return y.add_(other).relu_()
+
+
+def _relu_backward_reference(g: Tensor, y: Tensor) -> Tensor:
+    return torch.where(y > 0, g, torch.zeros_like(g))
+
+
+def _channel_sums_reference(
+    g: Tensor, x: Tensor, mean_nc: Tensor, x_centred: Tensor, scratch: Tensor
+) -> tuple[Tensor, Tensor]:
+    dims, dtype = tuple(range(2, x.ndim)), mean_nc.dtype
+    centred = x.to(dtype) - per_channel(mean_nc - x_centred, x)
+    return g.to(dtype).sum(dims), (g.to(dtype) * centred).sum(dims)
+
+
+def _batch_norm_backward_reference(
+    dz: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, invstd: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    dims = (0, *range(2, x.ndim))
+    acc = mean.dtype
+    x_hat = (x.to(acc) - per_channel(mean, x)) * per_channel(invstd, x)
+    d_bias, d_weight = dz.to(acc).sum(dims), (dz.to(acc) * x_hat).sum(dims)
+    count = x.numel() // x.shape[1]
+    scale = invstd if weight is None else invstd * weight.to(acc)
+    dx = (dz.to(acc) - per_channel(d_bias / count, x) - x_hat * per_channel(d_weight / count, x)) * per_channel(
+        scale, x
+    )
+    affine = weight is not None
+    return dx.to(dz.dtype), d_weight if affine else None, d_bias if affine else None
+
+
 def _flat_view(x: Tensor) -> tuple[int, ...]:
     """The (1, N*C, S) view under which per-(sample, channel) work is BatchNorm's per-channel work."""
     return (1, x.shape[0] * x.shape[1], -1)
 
 
+@cpu_kernel(_global_average_pool_reference)
 def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x's mean over its positions per (sample, channel), (N, C), computed and returned in ``dtype``.
 
@@ -48,6 +136,7 @@ def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     return moments(x, dtype, square=False)[0]
 
 
+@cpu_kernel(_moments_reference)
 def moments(x: Tensor, dtype: torch.dtype, square: bool = True) -> tuple[Tensor, Tensor | None]:
     """x's mean and mean square (None unless ``square``) over its positions per (sample, channel), (N, C)
     each in ``dtype``, in one read of a contiguous x.
@@ -66,6 +155,7 @@ def moments(x: Tensor, dtype: torch.dtype, square: bool = True) -> tuple[Tensor,
     return total.view(n, c).mul_(1 / positions), mean_square.view(n, c) if square else None
 
 
+@cpu_kernel(_variance_about_reference)
 def variance_about(x: Tensor, mean: Tensor) -> Tensor:
     """The mean over (N, *S) of x * (x - mean), per channel: x's biased variance given its mean, in one read.
 
@@ -79,6 +169,7 @@ def variance_about(x: Tensor, mean: Tensor) -> Tensor:
     return var
 
 
+@cpu_kernel(_scale_shift_reference)
 def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     """out = x * a + b with (C,) or (N, C) coefficients a and b, in one pass.
 
@@ -102,6 +193,7 @@ def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     return torch.addcmul(per_channel(b, x), x, per_channel(a, x), out=out)
 
 
+@cpu_kernel(_normalize_reference)
 def normalize(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor, eps: float, out: Tensor
 ) -> Tensor:
@@ -114,18 +206,31 @@ def normalize(
     return out
 
 
+@cpu_kernel(_add_relu_reference)
 def add_relu_(y: Tensor, other: Tensor) -> Tensor:
-    """y = relu(y + other), in place (``other`` broadcasts); in eager fp32/fp64 on CPU one pass (ATen's
+    """y = relu(y + other), in place (``other`` broadcasts); in eager fp32/fp64 one pass (ATen's
     ``_add_relu_``, the kernel of PyTorch's own add + ReLU fusion, which has no bf16 or fp16; Inductor has no
     lowering for it and fuses the two operations itself)."""
-    if y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+    if y.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
         return torch._add_relu_(y, other)
     return y.add_(other).relu_()
 
 
+@cpu_kernel(_relu_backward_reference)
 def relu_backward(g: Tensor, y: Tensor) -> Tensor:
     """g where y > 0, else 0: ReLU's gradient from its output (ATen's ``threshold_backward``)."""
     return torch.ops.aten.threshold_backward(g, y, 0)
+
+
+@cpu_kernel(_batch_norm_backward_reference)
+def batch_norm_backward(
+    dz: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, invstd: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """BatchNorm's backward with batch statistics: (dx, d_weight, d_bias) from dz = dL/d(norm(x)), given the
+    batch's ``mean`` and ``invstd`` (>= fp32); dx in dz's dtype, the sums in fp32 and rounded once. The
+    gradients of weight and bias are None without an affine weight. ATen's own backward kernel."""
+    mask = [True, weight is not None, weight is not None]
+    return torch.ops.aten.native_batch_norm_backward(dz, x, weight, None, None, mean, invstd, True, 0.0, mask)
 
 
 def _tiled(v: Tensor, n: int) -> Tensor:
@@ -133,6 +238,7 @@ def _tiled(v: Tensor, n: int) -> Tensor:
     return v.expand(n, v.shape[0]).reshape(-1)
 
 
+@cpu_kernel(_channel_sums_reference)
 def channel_sums(g: Tensor, x: Tensor, mean_nc: Tensor, x_centred: Tensor, scratch: Tensor) -> tuple[Tensor, Tensor]:
     """Per (sample, channel): sum_S(g) and sum_S(g * (x - mean)), in mean_nc's dtype, given x's spatial mean
     ``mean_nc`` and its offset from the channel mean ``x_centred = mean_nc - mean``, both (N, C).
@@ -162,54 +268,38 @@ def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
-def _global_average_pool_reference(x: Tensor, dtype: torch.dtype) -> Tensor:
-    return x.to(dtype).mean(tuple(range(2, x.ndim)))
+def _self_check() -> None:
+    """Each kernel against its reference on one small fp64 CPU input; a kernel that raises or differs is
+    marked broken (its reference runs instead) and named once in the log."""
+    gen = torch.Generator().manual_seed(0)
+    x, g, other = (torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=gen) for _ in range(3))
+    mean, var = torch.randn(3, dtype=torch.float64, generator=gen), torch.rand(3, dtype=torch.float64, generator=gen)
+    mean_nc, a, b = (torch.randn(2, 3, dtype=torch.float64, generator=gen) for _ in range(3))
+    invstd = (var + 0.5).rsqrt()
+    big = torch.randn(1, 2, 520, 520, dtype=torch.float64, generator=gen)
+    cases = {
+        global_average_pool: (x, torch.float64),
+        moments: (x, torch.float64),
+        variance_about: (x, mean),
+        scale_shift: (big, a[:1, :2], b[:1, :2], torch.empty_like(big)),  # past SMALL_TENSOR: the kernel
+        normalize: (x, a[0], b[0], mean, var + 0.5, 1e-5, torch.empty_like(x)),
+        add_relu_: (x.clone(), other),
+        relu_backward: (g, x),
+        batch_norm_backward: (g, x, a[0], mean, invstd),
+        channel_sums: (g, x, mean_nc, a, torch.empty_like(x)),
+    }
+    for dispatch, args in cases.items():
+        try:
+            got = dispatch.kernel(*[t.clone() if isinstance(t, Tensor) else t for t in args])
+            want = REFERENCES[dispatch](*[t.clone() if isinstance(t, Tensor) else t for t in args])
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        except Exception as e:  # a changed signature or value: any failure means the reference runs instead
+            BROKEN.add(dispatch.__name__)
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.warning(
+                "ecanet: fused kernel %s disagrees with its reference on torch %s (%s); using the reference",
+                dispatch.__name__, torch.__version__, reason,
+            )  # fmt: skip
 
 
-def _moments_reference(x: Tensor, dtype: torch.dtype, square: bool = True) -> tuple[Tensor, Tensor | None]:
-    x = x.to(dtype)
-    return x.mean(tuple(range(2, x.ndim))), (x * x).mean(tuple(range(2, x.ndim))) if square else None
-
-
-def _variance_about_reference(x: Tensor, mean: Tensor) -> Tensor:
-    return (x * (x - per_channel(mean, x))).mean((0, *range(2, x.ndim)))
-
-
-def _scale_shift_reference(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
-    return out.copy_(x * per_channel(a, x) + per_channel(b, x))
-
-
-def _normalize_reference(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, var: Tensor, eps: float, out: Tensor
-) -> Tensor:
-    y = (x - per_channel(mean, x)) / per_channel((var + eps).sqrt(), x)
-    y = y if weight is None else y * per_channel(weight, x)
-    return out.copy_(y if bias is None else y + per_channel(bias, x))
-
-
-def _add_relu_reference(y: Tensor, other: Tensor) -> Tensor:
-    return y.copy_((y + other).clamp_min(0))
-
-
-def _relu_backward_reference(g: Tensor, y: Tensor) -> Tensor:
-    return torch.where(y > 0, g, torch.zeros_like(g))
-
-
-def _channel_sums_reference(
-    g: Tensor, x: Tensor, mean_nc: Tensor, x_centred: Tensor, scratch: Tensor
-) -> tuple[Tensor, Tensor]:
-    dims, dtype = tuple(range(2, x.ndim)), mean_nc.dtype
-    centred = x.to(dtype) - per_channel(mean_nc - x_centred, x)
-    return g.to(dtype).sum(dims), (g.to(dtype) * centred).sum(dims)
-
-
-REFERENCES = {
-    global_average_pool: _global_average_pool_reference,
-    moments: _moments_reference,
-    variance_about: _variance_about_reference,
-    scale_shift: _scale_shift_reference,
-    normalize: _normalize_reference,
-    add_relu_: _add_relu_reference,
-    relu_backward: _relu_backward_reference,
-    channel_sums: _channel_sums_reference,
-}
+_self_check()

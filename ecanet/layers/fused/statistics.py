@@ -73,7 +73,8 @@ def batch_moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor
     maps of fewer than ``WIDE_MAP`` positions, where the flat view's set-up per map costs more than a second
     read; others are read twice (the mean, then ``variance_about``). Either way the variance loses digits as
     mean / std grows: where a channel's mean exceeds ``FAR_FROM_ZERO`` std the two-pass variance is taken
-    instead (checked on CPU only: a GPU would have to wait for the check).
+    instead (the check reads one value back: on a GPU, where the fused step runs only as an experiment
+    (``switch``), it waits for the device).
     """
     narrow = x.dtype in (torch.bfloat16, torch.float16)
     if x.is_contiguous() and not (narrow and x.numel() // max(x.shape[0] * x.shape[1], 1) < WIDE_MAP):
@@ -83,22 +84,22 @@ def batch_moments(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor
     mean = mean_nc.mean(0)
     var = variance_about(x, mean) if square is None else torch.addcmul(square.mean(0), mean, mean, value=-1)
     # var * FAR_FROM_ZERO^2 < mean^2 for some channel, in few operator calls
-    if x.device.type == "cpu" and float(torch.addcmul(var, mean, mean, value=-1 / FAR_FROM_ZERO**2).amin()) < 0:
+    if float(torch.addcmul(var, mean, mean, value=-1 / FAR_FROM_ZERO**2).amin()) < 0:
         var = torch.var(x.to(dtype), dim=(0, *range(2, x.ndim)), correction=0)
     return mean_nc, mean, var
 
 
-def statistics(norm: nn.Module, x: Tensor, x_mean: Tensor | None = None, per_sample: bool = True) -> Statistics:
+def statistics(norm: nn.Module, x: Tensor, per_sample: bool = True) -> Statistics:
     """The statistics ``norm`` normalises x with; with batch statistics the running ones are updated as
-    BatchNorm does. ``x_mean`` (x's spatial mean, if the caller has it) is used with running statistics;
-    ``per_sample=False`` skips that mean where the norm does not need it (no gate to feed)."""
+    BatchNorm does. ``per_sample=False`` skips x's spatial mean with running statistics, where the norm does
+    not need it (no gate to feed)."""
     expected = FUSED_NORMS[type(norm)]
     if x.ndim != expected:
         raise ValueError(f"{type(norm).__name__}: expected a {expected}-D input, got shape {tuple(x.shape)}")
     dims, acc = tuple(range(2, x.ndim)), accumulation_dtype(x.dtype)
     factor = 0.0 if isinstance(norm, FrozenBatchNorm2d) else _momentum(norm)
     if uses_running_stats(norm):
-        mean_nc = x_mean if x_mean is not None or not per_sample else global_average_pool(x, acc)
+        mean_nc = global_average_pool(x, acc) if per_sample else None
         return Statistics(mean_nc, norm.running_mean, norm.running_var, False)
     if torch.compiler.is_compiling():  # one reduction, which Inductor fuses: mean and variance per (n, c)
         var_nc, mean_nc = torch.var_mean(x, dims, correction=0)
