@@ -9,6 +9,7 @@ help text, so the command line is generated from the config and nothing lists a 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,13 +47,34 @@ class LoopConfig:
     gamma: float = option(0.1, "step / multistep / exponential: decay factor")
     warmup_epochs: float = option(0.0, "linear warmup, in (fractional) epochs")
     ema_decay: float = option(0.0, "EMA of weights (0: none)")
-    workers: int = option(2, "data-loading processes per training process")
+    workers: int | None = option(
+        None, "data-loading processes per training process (default: the CPUs / local processes, at most 8)"
+    )
+    prefetch_factor: int | None = option(None, "batches each data-loading process loads ahead (default: PyTorch's, 2)")
     seed: int = option(0, "random seed")
     resume: str | None = option(None, "checkpoint to resume; with no value, OUT/checkpoint.pt", nargs="?", const="")
-    amp: bool = option(False, "mixed precision: bf16 on CPU, fp16 (with grad scaling) on CUDA")
-    amp_dtype: str | None = option(None, "bfloat16 | float16 (default: bfloat16 on CPU, float16 on CUDA)")
+    amp: bool = option(False, "mixed precision: bf16 (CPU, and GPUs that have it), else fp16 with grad scaling")
+    amp_dtype: str | None = option(None, "bfloat16 | float16 (default: bfloat16 where supported, else float16)")
+    accumulate_steps: int = option(1, "micro-batches per optimizer step (gradient accumulation)")
+    clip_grad: float | None = option(
+        None, "clip the gradients' global L2 norm to this value (unscaled first under AMP)"
+    )
     compile: bool = option(False, "torch.compile the model")
+    cudnn_benchmark: bool = option(True, "CUDA: let cuDNN pick the fastest convolution for fixed input sizes")
+    tf32: bool = option(True, "CUDA: TF32 for float32 matrix products and convolutions (precision 'high')")
     device: str | None = option(None, "cpu | cuda | cuda:N (default: CUDA when available)")
+
+    def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = default_workers()
+
+
+def default_workers() -> int:
+    """Data-loading processes per training process: this machine's CPUs shared among the processes torchrun
+    starts on it, at most 8 (the usual ceiling: more adds memory, rarely speed)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, cpus // max(local, 1)))
 
 
 @dataclass

@@ -29,8 +29,11 @@ class Dist:
 
 
 def init_distributed(device: str | None = None) -> Dist:
-    """Join the process group torchrun describes in the environment, or run as a single process."""
+    """Join the process group torchrun describes in the environment, or run as a single process. A CUDA
+    device this machine does not have is one line naming the flag."""
     want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if device is not None:
+        check_device(device)
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return Dist(device=torch.device(device or ("cuda" if want_cuda else "cpu")))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
@@ -42,6 +45,18 @@ def init_distributed(device: str | None = None) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local, dev)
+
+
+def check_device(device: str) -> None:
+    """``--device``'s value, if this machine has it: cpu, cuda, cuda:N (N below the GPU count), mps."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device: {device!r} is not a device name (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():  # CUDA only
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from .checkpoint import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from .config import LoopConfig, save_config
 from .distributed import Dist, all_gather_object, barrier
-from .engine import Precision, Step, precision_for, train_one_epoch
+from .engine import Optimization, Precision, Step, precision_for, train_one_epoch
 from .errors import DataError, MissingExtraError, TrainingError, require
 from .weights import save_weights
 
@@ -77,13 +77,46 @@ def eval_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callable
 
 
 def loader_options(cfg: LoopConfig, proc: Dist, collate: Callable) -> dict:
-    """DataLoader settings shared by training and evaluation loaders."""
-    return dict(
+    """DataLoader settings shared by training and evaluation loaders: pinned memory on CUDA, persistent
+    workers, ``--prefetch-factor`` where there are workers."""
+    options = dict(
         num_workers=cfg.workers,
         pin_memory=proc.device.type == "cuda",
         persistent_workers=cfg.workers > 0,
         collate_fn=collate,
     )
+    if cfg.prefetch_factor is not None and cfg.workers > 0:
+        options["prefetch_factor"] = cfg.prefetch_factor
+    return options
+
+
+def check_loop_config(cfg: LoopConfig) -> None:
+    """One line for a loop setting out of range, before anything is read or written."""
+    if cfg.accumulate_steps < 1:
+        raise ValueError(f"--accumulate-steps: expected an integer >= 1, got {cfg.accumulate_steps}")
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ValueError(f"--clip-grad: expected a norm > 0, got {cfg.clip_grad}")
+    if cfg.prefetch_factor is not None and cfg.prefetch_factor < 1:
+        raise ValueError(f"--prefetch-factor: expected an integer >= 1, got {cfg.prefetch_factor}")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers: expected an integer >= 0, got {cfg.workers}")
+
+
+def configure_cuda(cfg: LoopConfig, device: torch.device) -> None:
+    """cuDNN's autotuner (``--cudnn-benchmark``: worth it when input sizes are fixed) and TF32 for float32
+    matrix products and convolutions (``--tf32``: precision "high"); nothing on other devices."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # CUDA only
+    torch.backends.cudnn.allow_tf32 = cfg.tf32  # CUDA only
+    torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")  # CUDA only
+
+
+def wrap_ddp(model: nn.Module, proc: Dist) -> nn.Module:
+    """DistributedDataParallel on this process's device (``device_ids`` on CUDA), gradients written
+    straight into the communication buckets (``gradient_as_bucket_view``: one copy fewer)."""
+    device_ids = [proc.device.index] if proc.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
 
 
 def scaled_lr(cfg: LoopConfig, world_size: int) -> float:
@@ -130,10 +163,14 @@ def build_optimizer(cfg: LoopConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
     """Run the epochs of ``cfg`` on ``task``; returns best_score, records, train_time_s and eval_model."""
+    check_loop_config(cfg)
+    configure_cuda(cfg, proc.device)
     out = Path(cfg.output)
     model = task.model
     optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(task.train_loader)))
+    steps_per_epoch = math.ceil(len(task.train_loader) / cfg.accumulate_steps)  # optimizer steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+    optimization = Optimization(cfg.accumulate_steps, cfg.clip_grad)
     ema = None
     if cfg.ema_decay:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
@@ -152,7 +189,7 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best_score"]
         if cfg.budget_minutes:  # the epochs the budget gave the interrupted run
             cfg = replace(cfg, epochs=ckpt["config"]["epochs"])
-            scheduler.lr_lambdas[0] = lr_lambda(cfg, len(task.train_loader))
+            scheduler.lr_lambdas[0] = lr_lambda(cfg, steps_per_epoch)
         set_rng_state(ckpt["rng"][proc.rank] if proc.rank < len(ckpt["rng"]) else ckpt["rng"][0])
         records = _read_records(out / "metrics.jsonl", start_epoch)
 
@@ -160,7 +197,7 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json")
     writer = _tensorboard(out) if proc.is_main else None
-    runner = DistributedDataParallel(model) if proc.enabled else model
+    runner = wrap_ddp(model, proc) if proc.enabled else model
     runner = torch.compile(runner) if cfg.compile else runner
     eval_model = ema.module if ema is not None else model
 
@@ -170,12 +207,13 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
         task.train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         totals = train_one_epoch(
-            runner, task.train_loader, task.step, optimizer, scheduler, precision, proc, epoch, ema, task.progress
-        )
+            runner, task.train_loader, task.step, optimizer, scheduler, precision, proc, epoch, ema, task.progress,
+            optimization,
+        )  # fmt: skip
         val, score = task.validate(eval_model, precision)
         if cfg.budget_minutes and epoch == 0:
             cfg = replace(cfg, epochs=planned_epochs(cfg.budget_minutes, time.perf_counter() - started, proc))
-            scheduler.lr_lambdas[0] = lr_lambda(cfg, len(task.train_loader))
+            scheduler.lr_lambdas[0] = lr_lambda(cfg, steps_per_epoch)
             if proc.is_main:
                 save_config(cfg, out / "config.json")
                 log.info("--budget-minutes %g: %d epochs fit", cfg.budget_minutes, cfg.epochs)

@@ -21,6 +21,7 @@ class DetectConfig(LoopConfig):
     schedule: str = option("multistep", "step | multistep | cosine | exponential | poly | constant")
     milestones: list[int] = option(help="multistep: epochs at which the lr decays", factory=lambda: [8, 11])
     warmup_epochs: float = option(0.1, "linear warmup, in (fractional) epochs (0.1: about 700 COCO iterations)")
+    cudnn_benchmark: bool = option(False, "CUDA: let cuDNN pick convolutions per input size (sizes vary here)")
     backbone: str = option("eca_resnet50", "zoo ImageNet ResNet (default eca_resnet50)")
     backbone_weights: str | None = option(
         None, "ImageNet weights of the backbone (ours, the authors' or torchvision's)"

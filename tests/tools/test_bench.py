@@ -2,6 +2,7 @@ import importlib.util
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from ecanet.bench import _paired_ratio, build
@@ -148,14 +149,15 @@ def test_bench_repeat_seconds_must_be_a_number_at_least_zero(value, capsys):
 
 
 def test_zoo_twins_run_the_fused_tail_and_tv_specs_build_torchvision_models():
-    """Every zoo model runs the fused tail, the attention-free twin too (like with like); ``tv:`` is
+    """Every zoo model runs the fused tail on a CPU, the attention-free twin too (like with like); ``tv:`` is
     torchvision's own model, the reference row."""
     import torchvision
 
     from ecanet.layers.fused import fast_path_applies
 
     block = build("resnet20").layer1[0]
-    assert block.fused and fast_path_applies(block.fused, None, block.bn2)
+    x = torch.empty(1, 16, 8, 8)
+    assert block.fused and fast_path_applies(block.fused, None, block.bn2, x, block.fused_devices)
     assert type(build("tv:resnet18")) is torchvision.models.ResNet
     assert type(build("tv:mobilenet_v2")) is torchvision.models.MobileNetV2
     with pytest.raises(ValueError, match="unknown torchvision model 'tv:resnet5'"):

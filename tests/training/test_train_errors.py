@@ -95,7 +95,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_data, tmp_path, mon
 
     monkeypatch.setattr(ClassificationStep, "__call__", poisoned)
     out = tmp_path / "o"
-    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 1"):
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 1, step 0$"):
         train(cfg(image_data, out, epochs=3))
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 0
@@ -124,9 +124,15 @@ def test_sync_bn_needs_cuda(image_data, tmp_path):
         (["--optimizer", "lion"], "--optimizer: unknown optimizer 'lion'"),
         (["--schedule", "linear"], "--schedule: unknown schedule 'linear'"),
         (["--recipe", "papr"], "--recipe: unknown recipe 'papr'"),
+        (["--accumulate-steps", "0"], "--accumulate-steps: expected an integer >= 1, got 0"),
+        (["--clip-grad", "0"], "--clip-grad: expected a norm > 0, got 0.0"),
+        (["--device", "cuda"], "--device cuda: CUDA is not available on this machine"),
     ],
 )
-def test_bad_training_flags(image_data, tmp_path, capsys, flags, message):
+def test_bad_training_flags(image_data, tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device cuda on a machine without one
     args = ["train", "--data", str(image_data), "--output", str(tmp_path / "o"), "--image-size", "16"]
     assert main(args + ["--batch-size", "8", "--workers", "0", "--compare", *flags]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing written
