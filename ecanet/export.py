@@ -39,10 +39,11 @@ def export_model(
         raise ExportError(f"--output: {path}: a torch.export program is saved as a .pt2 file")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    device = next(model.parameters()).device  # a GPU model exports from the GPU (ONNX Runtime checks on a CPU)
     g = torch.Generator().manual_seed(0)
     sizes = [image_size, image_size + 32] if dynamic_size else [image_size]
-    example = torch.randn(2, 3, image_size, image_size, generator=g)
-    checks = [torch.randn(3, 3, s, s, generator=g) for s in sizes]  # another batch size: the dynamic axis
+    example = torch.randn(2, 3, image_size, image_size, generator=g).to(device)
+    checks = [torch.randn(3, 3, s, s, generator=g).to(device) for s in sizes]  # another batch: the dynamic axis
     exporter = {"onnx": _onnx, "exported": _exported, "torchscript": _torchscript}[fmt]
     # Written beside the target and moved there only once it passed its check: a failed export leaves no
     # file, and an existing file at ``path`` stays as it was.
@@ -82,7 +83,7 @@ def _onnx(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool) -> 
         external_data=False,
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    return lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]).to(x.device)
 
 
 def _exported(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool) -> Runner:
