@@ -6,7 +6,7 @@ from .classification import evaluate, train
 from .complexity import complexity
 from .config import TrainConfig, resolve
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
-from .models import create_model, list_models
+from .models import create_model, list_models, plain_formulation, set_fused
 from .pruning import PruneReport, prune
 from .segmentation import create_segmenter, load_segmenter
 from .timm_models import register_timm
@@ -42,7 +42,9 @@ __all__ = [
     "register_timm",
     "create_segmenter",
     "load_segmenter",
+    "plain_formulation",
     "save_weights",
+    "set_fused",
     "TrainConfig",
     "evaluate",
     "resolve",
