@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..cbam import CBAM
 from .cbam import cbam_tail
-from .function import AddReLU, NormGateResidual, gate_parameters
+from .function import NormGateResidual, add_act_, gate_parameters
 from .inference import affine_step
 from .statistics import is_fusable_norm, norm_parameters, uses_running_stats
 from .switch import DEFAULT_DEVICES, fast_path_applies, fuses_on, plain_formulation, set_fused
@@ -29,13 +29,6 @@ __all__ = [
     "set_fused",
     "uses_running_stats",
 ]
-
-
-def _add_act(z: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
-    """act(z + identity) for a fresh z (BatchNorm's output), in place."""
-    if identity is None:
-        return z.relu_() if relu else z
-    return AddReLU.apply(z, identity) if relu else z.add_(identity)
 
 
 def _plain_tail(attention: nn.Module | None, norm: nn.Module, x: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
@@ -71,7 +64,7 @@ def fused_tail(
         return cbam_tail(attention, norm, x, identity, relu, inplace)
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         if attention is None:
-            return _add_act(norm(x), identity, relu)
+            return add_act_(norm(x), identity, relu)
         params = (*norm_parameters(norm), *gate_parameters(attention))
         return NormGateResidual.apply(x, identity, relu, norm, attention, *params)
     return affine_step(attention, norm, x, identity, relu, inplace)

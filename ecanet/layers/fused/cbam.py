@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..cbam import CBAM
-from .kernels import cast, per_channel, scale_shift
+from ..eca import broadcast_channels
+from .kernels import cast, scale_shift
 from .statistics import affine, statistics
 
 
@@ -28,7 +29,7 @@ def _channel_gated(cbam: CBAM, norm: nn.Module, x: Tensor, inplace: bool) -> Ten
     s = cbam.channel_gate(cast(stats.mean_nc * scale + shift, x.dtype), cast(peak, x.dtype))
     a, b = cast(scale * s, x.dtype), cast(shift * s, x.dtype)
     if torch.compiler.is_compiling():  # plain operations, which Inductor fuses
-        return x * per_channel(a, x) + per_channel(b, x)
+        return x * broadcast_channels(a, x) + broadcast_channels(b, x)
     return scale_shift(x, a, b, out=x if inplace else torch.empty_like(x))
 
 

@@ -12,7 +12,7 @@ Forward, per sample n and channel c (S: the spatial positions, m = N * |S| per c
 
 Backward, with G = dL/dy * act'(.) (ReLU's mask, read off y):
     ds[n, c]     = sum_S G * z = w * sum_S(G * x_hat) + b * sum_S(G)
-    d_pooled     = the gate's backward of ds (``gate_vjp``: written out for ECA, autograd for others)
+    d_pooled     = the gate's backward of ds (``gate_vjp``: autograd over the gate's small graph)
     dz           = s * G + d_pooled / |S|                 the product's and the pooling's gradients
     d_bias[c]    = sum_{n,S} dz     = sum_n(s * sum_S G + d_pooled)
     d_weight[c]  = sum_{n,S} dz * x_hat = sum_n(s * sum_S(G * x_hat) + d_pooled * mean_S x_hat)
@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .kernels import add_relu_, batch_norm_backward, cast, channel_sums, per_channel, relu_backward, scale_shift
+from ..eca import broadcast_channels
+from .kernels import add_relu_, batch_norm_backward, cast, channel_sums, relu_backward, scale_shift
 from .statistics import accumulation_dtype, affine, norm_parameters, statistics
 
 
@@ -106,7 +107,7 @@ class NormGateResidual(torch.autograd.Function):
                 # x's terms, which cancel where the mean is large, with >= fp32 coefficients (one pass); then
                 # g's, in g's dtype (fp32/fp64 here).
                 scale_shift(x, x_coef, offset, out=dx)
-                dx.addcmul_(g, per_channel(g_coef, g))
+                dx.addcmul_(g, broadcast_channels(g_coef, g))
             else:
                 scale_shift(g, g_coef, (d_pooled * scale).mul_(1 / positions), out=dx)
         d_norm = () if ctx.norm_dtype is None else (cast(d_weight, ctx.norm_dtype), cast(d_bias, ctx.norm_dtype))
@@ -114,19 +115,14 @@ class NormGateResidual(torch.autograd.Function):
 
 
 def gate_parameters(attention: nn.Module) -> list[Tensor]:
-    """The parameters ``gate_vjp`` gives gradients for, in its order: the attention's own
-    ``gate_parameters()`` where it has them (read directly, cheaper than walking the module tree), else all
-    of its parameters."""
-    own = getattr(attention, "gate_parameters", None)
-    return own() if own is not None else list(attention.parameters())
+    """The parameters ``gate_vjp`` gives gradients for, in ``parameters()`` order."""
+    return list(attention.parameters())
 
 
 def gate_vjp(attention: nn.Module, pooled: Tensor) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, list[Tensor]]]]:
     """The gate's weights s = attention.gate(pooled) and its vector-Jacobian product, a function from dL/ds
-    to (dL/d(pooled), [dL/d(parameter)...]): the attention's own ``gate_vjp`` where it has one (ECA),
-    otherwise autograd over the gate's small graph, recorded here rather than recomputed in backward."""
-    if hasattr(attention, "gate_vjp"):
-        return attention.gate_vjp(pooled)
+    to (dL/d(pooled), [dL/d(parameter)...]): autograd over the gate's small graph, recorded here rather than
+    recomputed in backward."""
     params = gate_parameters(attention)
     with torch.enable_grad():
         pooled = pooled.detach().requires_grad_()
@@ -158,3 +154,13 @@ class AddReLU(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         g = relu_backward(g, y)
         return g, g
+
+
+def add_act_(y: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
+    """act(y + identity) into y, a fresh tensor (BatchNorm's or the step's output): the one add-then-ReLU of
+    the fused tails, through ``AddReLU`` where autograd records."""
+    if identity is None:
+        return y.relu_() if relu else y
+    if not relu:
+        return y.add_(identity)
+    return AddReLU.apply(y, identity) if torch.is_grad_enabled() else add_relu_(y, identity)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .kernels import add_relu_, cast, normalize, per_channel, scale_shift
+from ..eca import broadcast_channels
+from .function import add_act_
+from .kernels import add_relu_, cast, normalize, scale_shift
 from .statistics import affine, statistics, uses_running_stats
 
 
@@ -34,7 +36,7 @@ def affine_step(
         # Nothing to gate: BatchNorm's kernel with the norm's own statistics, one call where computing the
         # coefficients first takes a dozen (the plain formulation's passes, without its fresh tensor).
         y = normalize(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps, _out(x, inplace))
-        return _add_act_(y, identity, relu)
+        return add_act_(y, identity, relu)
     stats = statistics(norm, x, per_sample=attention is not None)
     scale, shift = affine(norm, stats.mean, (stats.var + norm.eps).rsqrt())
     if attention is not None:
@@ -50,7 +52,7 @@ def affine_step(
         # BatchNorm's kernel over the flat view reads a bf16/fp16 x with the fp32 coefficients in one
         # vectorised pass; ``addcmul`` broadcasting narrow coefficients over small maps is not vectorised
         # (1288 against 453 us at (16, 320, 7, 7) in bf16, 1 thread, ad hoc).
-        return _add_act_(scale_shift(x, scale, shift, _out(x, inplace)), identity, relu)
+        return add_act_(scale_shift(x, scale, shift, _out(x, inplace)), identity, relu)
     return scale_add(x, cast(scale, x.dtype), cast(shift, x.dtype), identity, relu, out)
 
 
@@ -63,13 +65,6 @@ def _out(x: Tensor, inplace: bool) -> Tensor:
     return x if inplace else torch.empty_like(x)
 
 
-def _add_act_(y: Tensor, identity: Tensor | None, relu: bool) -> Tensor:
-    """act(y + identity), in place in y."""
-    if identity is None:
-        return y.relu_() if relu else y
-    return add_relu_(y, identity) if relu else y.add_(identity)
-
-
 def scale_add(x: Tensor, a: Tensor, b: Tensor, identity: Tensor | None, relu: bool, out: Tensor | None) -> Tensor:
     """act(x * a + b + identity) with (N, C) coefficients a and b, into ``out`` (None: a new tensor).
 
@@ -77,7 +72,7 @@ def scale_add(x: Tensor, a: Tensor, b: Tensor, identity: Tensor | None, relu: bo
     operation's producers right before it in argument order, so with x last the block's last convolution
     runs after the gate, and the pooling of that convolution's input fuses into the kernel that writes it.
     """
-    a = per_channel(a, x)
+    a = broadcast_channels(a, x)
     y = torch.mul(a, x, out=out) if identity is None else torch.addcmul(identity, a, x, out=out)
-    b = per_channel(b, x)
+    b = broadcast_channels(b, x)
     return add_relu_(y, b) if relu else y.add_(b)
