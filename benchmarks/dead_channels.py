@@ -12,7 +12,7 @@ import torch
 
 import ecanet
 from ecanet.pruning import prune
-from ecanet.timing import provenance
+from ecanet.studies.timing import provenance
 
 
 def dead_channel_change(name: str, eca_k: str | list[int] = "released") -> float:

@@ -23,10 +23,10 @@ import statistics
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ecanet.bench import _paired_ratio
 from ecanet.detection import create_detector
-from ecanet.table import render_table
-from ecanet.timing import interleaved, provenance
+from ecanet.studies.bench import _paired_ratio
+from ecanet.studies.table import render_table
+from ecanet.studies.timing import interleaved, provenance
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from ecanet.classification import train
+from ecanet.classification.config import resolve
 from ecanet.classification.data import ImageFolder
-from ecanet.config import resolve
-from ecanet.table import render_table
-from ecanet.timing import interleaved, provenance
+from ecanet.studies.table import render_table
+from ecanet.studies.timing import interleaved, provenance
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import torch
 
 from ecanet.complexity import complexity
 from ecanet.segmentation import KINDS, create_segmenter
-from ecanet.table import render_table
-from ecanet.timing import interleaved, provenance
+from ecanet.studies.table import render_table
+from ecanet.studies.timing import interleaved, provenance
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 The data part decodes and augments a generated folder of JPEGs (random-resized-crop 224 + flip, the paper's
 setting) through the same DataLoader the trainer builds; the step part times forward + backward + SGD
-step on a fixed batch (see ecanet.bench.Runner). Medians of interleaved repeats; no assertions.
+step on a fixed batch (see ecanet.studies.bench.Runner). Medians of interleaved repeats; no assertions.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ecanet.bench import BenchConfig, Runner
 from ecanet.classification.data import ImageFolder, collate_skipping, train_transform
-from ecanet.timing import interleaved, provenance
+from ecanet.studies.bench import BenchConfig, Runner
+from ecanet.studies.timing import interleaved, provenance
 
 
 def make_folder(root: Path, n: int, size: int = 320) -> Path:

@@ -3,8 +3,8 @@ weights interop, complexity, training and evaluation, channel pruning, segmentat
 
 from .attach import AttachReport, attach_eca
 from .classification import evaluate, train
+from .classification.config import TrainConfig, resolve
 from .complexity import complexity
-from .config import TrainConfig, resolve
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
 from .models import create_model, list_models, plain_formulation, set_fused
 from .pruning import PruneReport, prune

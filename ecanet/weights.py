@@ -18,13 +18,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write, is_training_checkpoint
 from .errors import CheckpointError
 from .layers import ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
 from .models.input_channels import adapt_state
 from .models.registry import find_arch, stage_eca_modules
 from .models.widths import apply_widths
+from .training.checkpoint import atomic_write, is_training_checkpoint
 
 log = logging.getLogger("ecanet")
 

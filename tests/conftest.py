@@ -19,7 +19,7 @@ def image_data(tmp_path) -> Path:
 def trained_run(image_data, tmp_path) -> Path:
     """A finished 2-epoch eca_resnet20 run on ``image_data``; returns its output folder."""
     from ecanet.classification import train
-    from ecanet.config import resolve
+    from ecanet.classification.config import resolve
 
     out = tmp_path / "run"
     train(

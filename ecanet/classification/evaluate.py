@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..distributed import Dist
-from ..engine import Precision, evaluate_loop
+from ..training.distributed import Dist
+from ..training.engine import Precision, evaluate_loop
 from .data import ImageFolder, collate_skipping, eval_transform
 from .train import ClassificationStep, percent
 

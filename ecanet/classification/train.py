@@ -1,14 +1,13 @@
 """Classification training: ``ecanet.train(config)``.
 
 This module builds the data and the model and defines the classification task (its step, validation and
-record fields); the epochs themselves run in the shared loop, ``ecanet.fit``.
+record fields); the epochs themselves run in the shared loop, ``ecanet.training.fit``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,16 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..comparison import Arm, summarize
 from ..complexity import complexity
-from ..config import TrainConfig
-from ..distributed import Dist, process_group
-from ..engine import Precision, evaluate_loop
 from ..errors import DataError
-from ..fit import Task, eval_loader, fit, scaled_lr, train_loader
 from ..models import create_model, freeze_batchnorm, parse_model_name
-from ..plots import plot_curves
+from ..studies.comparison import Arm, summarize, with_speed
+from ..studies.plots import plot_curves
+from ..training.distributed import Dist, process_group
+from ..training.engine import Precision, evaluate_loop
+from ..training.fit import Task, eval_loader, fit, scaled_lr, train_loader
 from ..weights import FRESH_PARTS, load_state, read_weights, with_file_widths
+from .config import TrainConfig
 from .data import Digits, InMemory, collate_skipping, image_folders, split_folder
 
 log = logging.getLogger("ecanet")
@@ -185,9 +184,3 @@ def _compare(cfg: TrainConfig, main_summary: dict, proc: Dist) -> dict:
     if proc.is_main:
         (Path(cfg.output) / "comparison.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def with_speed(summary: dict, out: Path, seed: int) -> dict:
-    """A run's summary with its seed and median training img/s over epochs (from OUT/metrics.jsonl)."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {**summary, "seed": seed, "img_per_s": statistics.median(r["img_per_s"] for r in records)}

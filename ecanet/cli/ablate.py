@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import TrainConfig
+from ..classification.config import TrainConfig
 from .flags import add_config_flags, config_values
 
 
@@ -17,9 +17,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..ablation import ablate_k
-    from ..comparison import format_comparison
-    from ..config import resolve
+    from ..classification.config import resolve
+    from ..studies.ablation import ablate_k
+    from ..studies.comparison import format_comparison
 
     overrides = config_values(args, TrainConfig)
     overrides["model"] = args.model or "resnet20"

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import torch
 
-from ..timing import provenance
+from ..studies.timing import provenance
 from .flags import nonnegative_float, positive_int
 
 SWEEP_PAIR = ["resnet50", "eca_resnet50"]
 
 
 def add_parser(sub) -> None:
-    from ..bench import DEFAULT_MODELS
-    from ..bench_suite import SUITES
+    from ..studies.bench import DEFAULT_MODELS
+    from ..studies.bench_suite import SUITES
 
     p = sub.add_parser("bench", help="throughput and memory of models side by side, interleaved repeats")
     p.add_argument(
@@ -101,7 +101,7 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def _families(args: argparse.Namespace) -> list:
-    from ..bench_suite import SUITES
+    from ..studies.bench_suite import SUITES
 
     families = SUITES[args.suite]
     if not args.families:
@@ -113,8 +113,8 @@ def _families(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..bench import DEFAULT_MODELS, REFERENCE_MODELS, BenchConfig, format_rows, plot_rows, run_bench
-    from ..bench_suite import SWEEP_AXES, plot_sweep, run_suite, run_sweep
+    from ..studies.bench import DEFAULT_MODELS, REFERENCE_MODELS, BenchConfig, format_rows, plot_rows, run_bench
+    from ..studies.bench_suite import SWEEP_AXES, plot_sweep, run_suite, run_sweep
 
     mode = _mode(args)
     families = _families(args) if mode == "suite" else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import TrainConfig
+from ..classification.config import TrainConfig
 from .flags import add_config_flags, config_values, positive_int
 
 
@@ -17,9 +17,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..comparison import Arm, compare, format_comparison
-    from ..config import resolve
+    from ..classification.compare import compare
+    from ..classification.config import resolve
     from ..models import parse_model_name
+    from ..studies.comparison import Arm, format_comparison
 
     for name in args.models:
         parse_model_name(name)  # an unknown name fails before any training

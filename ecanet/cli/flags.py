@@ -8,7 +8,7 @@ import types
 import typing
 from dataclasses import fields
 
-from ..config import C, LoopConfig, load_config_file, merge
+from ..training.config import C, LoopConfig, load_config_file, merge
 
 
 def positive_int(value: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..info import format_table, info_table
+from ..studies.info import format_table, info_table
 from .flags import positive_int
 
 

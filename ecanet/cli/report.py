@@ -12,6 +12,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..report import build_report
+    from ..studies.report import build_report
 
     print(build_report(args.run))

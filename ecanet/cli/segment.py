@@ -47,10 +47,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from ..distributed import process_group
     from ..segmentation.data import SegmentationData, check_masks, eval_transform, folder_pairs, voc_pairs
     from ..segmentation.models import load_segmenter
     from ..segmentation.train import evaluate_segmenter
+    from ..training.distributed import process_group
 
     if bool(args.voc) == bool(args.images or args.masks):
         raise ValueError("give --voc DIR, or --images DIR and --masks DIR")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import TrainConfig
+from ..classification.config import TrainConfig
 from .flags import add_config_flags, config_values
 
 
@@ -17,9 +17,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..classification import train
-    from ..comparison import format_comparison
-    from ..config import resolve
+    from ..classification.config import resolve
     from ..models import parse_model_name
+    from ..studies.comparison import format_comparison
 
     cfg = resolve(config_file=args.config, **config_values(args, TrainConfig))
     if cfg.data is None and cfg.train_dir is None and args.compare is None:

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..viz import attention_figures, cam_figures
+    from ..studies.viz import attention_figures, cam_figures
 
     if args.weights is None:
         raise ValueError("--weights is required (a figure of random weights shows nothing)")

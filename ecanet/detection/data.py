@@ -15,9 +15,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import read_json
 from ..errors import DataError, require
 from ..images import IMAGE_SUFFIXES, load_rgb
+from ..training.config import read_json
 
 mask_utils = require("pycocotools.mask", "detection")
 COCO = require("pycocotools.coco", "detection").COCO

@@ -1,4 +1,4 @@
-"""Detection training and evaluation on COCO-format data, on the shared loop (``ecanet.fit``), with the
+"""Detection training and evaluation on COCO-format data, on the shared loop (``ecanet.training.fit``), with the
 settings of ``DetectConfig`` (the 1x schedule by default)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from ..distributed import Dist, process_group
-from ..engine import Precision
-from ..fit import Task, fit, scaled_lr, train_loader, write_summary
-from ..plots import plot_detection_curves
+from ..studies.plots import plot_detection_curves
+from ..training.distributed import Dist, process_group
+from ..training.engine import Precision
+from ..training.fit import Task, fit, scaled_lr, train_loader, write_summary
 from .config import DetectConfig
 from .data import CocoDetection, collate
 from .evaluate import METRICS, coco_evaluate

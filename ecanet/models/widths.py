@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..layers import CBAM, ECA, SE
+from ..layers import CBAM, ECA, SE, is_attention
 
 Widths = dict[str, list[int]]
 
@@ -26,7 +26,7 @@ def _channels(m: nn.Module) -> list[int] | None:
         return [m.in_features, m.out_features]
     if isinstance(m, nn.BatchNorm2d):
         return [m.num_features, m.num_features]
-    if isinstance(m, (ECA, SE, CBAM)):
+    if is_attention(m):
         return [m.channels, m.channels] if m.channels is not None else None
     return None
 
@@ -34,7 +34,7 @@ def _channels(m: nn.Module) -> list[int] | None:
 def layer_widths(model: nn.Module) -> Widths:
     """``{module name: [in, out]}`` of every layer whose parameters depend on its channel counts."""
     # Layers inside an attention module follow its channel count (CBAM's spatial 2 -> 1 convolution).
-    inner = tuple(n + "." for n, m in model.named_modules() if isinstance(m, (ECA, SE, CBAM)))
+    inner = tuple(n + "." for n, m in model.named_modules() if is_attention(m))
     return {
         name: c
         for name, m in model.named_modules()
@@ -108,7 +108,7 @@ def apply_widths(model: nn.Module, widths: Mapping[str, list[int]]) -> nn.Module
             _resize_linear(m, cin, cout)
         elif isinstance(m, nn.BatchNorm2d):
             _resize_norm(m, cout)
-        elif isinstance(m, (ECA, SE, CBAM)):
+        elif is_attention(m):
             resize_attention(m, cout)
         else:
             raise ValueError(f"widths: {name!r} is a {type(m).__name__}, which has no channel widths")

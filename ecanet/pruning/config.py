@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TrainConfig, option
+from ..classification.config import TrainConfig
+from ..training.config import option
 
 
 @dataclass

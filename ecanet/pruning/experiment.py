@@ -13,13 +13,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import atomic_write
 from ..classification import build_datasets, evaluate, train
+from ..classification.config import TrainConfig
 from ..classification.data import collate_skipping
-from ..config import TrainConfig, field_names
 from ..errors import DataError
-from ..table import render_table
-from ..timing import interleaved
+from ..studies.table import render_table
+from ..studies.timing import interleaved
+from ..training.checkpoint import atomic_write
+from ..training.config import field_names
 from ..weights import load_checkpoint, save_weights
 from .calibration import as_batches
 from .compensate import compensate

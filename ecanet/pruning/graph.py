@@ -24,11 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import require
-from ..layers import CBAM, ECA, SE
+from ..layers.factory import ATTENTION_TYPES
 from ..layers.fused import plain_formulation
 from ..models.widths import resize_attention
-
-ATTENTION_TYPES = (ECA, SE, CBAM)
 
 
 def torch_pruning():

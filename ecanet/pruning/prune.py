@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..complexity import complexity
 from ..models.widths import layer_widths, refresh_widths
-from ..table import render_table
+from ..studies.table import render_table
 from .calibration import as_batches, input_size
 from .compensate import compensate as compensate_layers
 from .graph import custom_pruners, torch_pruning, traceable

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import LoopConfig, option
+from ..training.config import LoopConfig, option
 
 
 @dataclass

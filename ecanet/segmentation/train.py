@@ -1,4 +1,4 @@
-"""Segmentation training and evaluation on the shared loop (``ecanet.fit``), with the settings of
+"""Segmentation training and evaluation on the shared loop (``ecanet.training.fit``), with the settings of
 ``SegmentConfig`` (torchvision's segmentation reference by default)."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from ..config import LoopConfig
-from ..distributed import Dist, process_group
-from ..engine import Precision, evaluate_loop
 from ..errors import DataError, require
-from ..fit import Task, eval_loader, fit, scaled_lr, train_loader, write_summary
 from ..models import parse_model_name
-from ..plots import plot_segmentation_curves
+from ..studies.plots import plot_segmentation_curves
+from ..training.config import LoopConfig
+from ..training.distributed import Dist, process_group
+from ..training.engine import Precision, evaluate_loop
+from ..training.fit import Task, eval_loader, fit, scaled_lr, train_loader, write_summary
 from .config import SegmentConfig
 from .data import SegmentationData, check_masks, eval_transform, folder_pairs, train_transform, voc_pairs
 from .metrics import confusion_matrix, segmentation_scores

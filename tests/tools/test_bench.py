@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ecanet.bench import _paired_ratio, build
 from ecanet.cli import main
 from ecanet.errors import MissingExtraError
+from ecanet.studies.bench import _paired_ratio, build
 from tests.helpers import require_extra
 
 KEYS = {
@@ -47,7 +47,7 @@ def test_bench_tiny_models_writes_json_and_png(tmp_path, capsys):
 
 
 def test_bench_inference_only_runs_no_training_step(tmp_path, capsys, monkeypatch):
-    from ecanet.bench import Runner
+    from ecanet.studies.bench import Runner
 
     def no_training(self):
         raise AssertionError("a training step ran")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ecanet import create_model, load_checkpoint, save_weights
+from ecanet.classification.config import resolve
 from ecanet.cli import main
-from ecanet.config import resolve
-from ecanet.fit import scaled_lr
+from ecanet.training.fit import scaled_lr
 from tests.helpers import COLORS, make_image_folder, require_extra
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def test_eval_with_model_num_classes_and_val_dir(trained_run, image_data, capsys
 
 def test_bench_reference_dtype_channels_last_and_compile(tmp_path, monkeypatch, capsys):
     require_extra("timm")
-    bench = importlib.import_module("ecanet.bench")
+    bench = importlib.import_module("ecanet.studies.bench")
     seen = {}
     build = bench.build
 

@@ -1,4 +1,5 @@
-"""The package's module-level imports form no cycle, and importing the CLI imports no optional extra."""
+"""The package's imports form no cycle, lazy ones inside functions included, and importing the CLI imports no
+optional extra."""
 
 import ast
 import subprocess
@@ -14,13 +15,13 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports at module level (imports inside functions are lazy)."""
+    """Module -> the package modules it imports, at module level or inside a function."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
-        for node in ast.parse(path.read_text()).body:
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 target = f"{base}.{node.module}" if node.module else base

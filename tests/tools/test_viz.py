@@ -6,7 +6,7 @@ from PIL import Image
 
 from ecanet import create_model, save_weights
 from ecanet.cli import main
-from ecanet.viz import channel_attention, grad_cam, load_images
+from ecanet.studies.viz import channel_attention, grad_cam, load_images
 from tests.helpers import require_extra
 
 

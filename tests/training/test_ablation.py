@@ -3,9 +3,9 @@ import json
 import pytest
 from PIL import Image
 
-from ecanet.ablation import ablate_k
+from ecanet.classification.config import resolve
 from ecanet.cli import main
-from ecanet.config import resolve
+from ecanet.studies.ablation import ablate_k
 
 
 @pytest.mark.slow

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ecanet.classification.compare import compare
+from ecanet.classification.config import resolve
 from ecanet.classification.data import ImageFolder, InMemory, collate_skipping, split_folder, train_transform
 from ecanet.cli import main
-from ecanet.comparison import Arm, compare, format_comparison, mean_sd, paired_interval, summarize
-from ecanet.config import resolve
+from ecanet.studies.comparison import Arm, format_comparison, mean_sd, paired_interval, summarize
 from tests.helpers import COLORS, make_image_folder
 
 engine = importlib.import_module("ecanet.classification.train")  # the module, not the function it exports
@@ -133,8 +134,8 @@ def test_compare_cli_table(folder, tmp_path, capsys):
 
 
 def test_budget_minutes_sets_the_epochs(folder, tmp_path):
-    from ecanet.distributed import Dist
-    from ecanet.fit import planned_epochs
+    from ecanet.training.distributed import Dist
+    from ecanet.training.fit import planned_epochs
 
     assert planned_epochs(1.0, 7.0, Dist()) == 8 and planned_epochs(0.001, 7.0, Dist()) == 1
     out = tmp_path / "budget"

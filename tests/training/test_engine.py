@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from ecanet.config import LoopConfig, default_workers
-from ecanet.distributed import Dist, check_device
-from ecanet.engine import Optimization, Precision, amp_dtype, train_one_epoch
 from ecanet.errors import TrainingError
-from ecanet.fit import check_loop_config, loader_options, wrap_ddp
+from ecanet.training.config import LoopConfig, default_workers
+from ecanet.training.distributed import Dist, check_device
+from ecanet.training.engine import Optimization, Precision, amp_dtype, train_one_epoch
+from ecanet.training.fit import check_loop_config, loader_options, wrap_ddp
 
 
 def mse_step(model, batch):
@@ -188,7 +188,7 @@ def test_ddp_takes_the_local_device_and_bucket_views(monkeypatch):
         seen.update(kwargs)
         return model
 
-    monkeypatch.setattr("ecanet.fit.DistributedDataParallel", fake_ddp)
+    monkeypatch.setattr("ecanet.training.fit.DistributedDataParallel", fake_ddp)
     wrap_ddp(nn.Linear(2, 2), Dist(1, 2, 1, torch.device("cuda", 1)))
     assert seen == {"device_ids": [1], "gradient_as_bucket_view": True}
     wrap_ddp(nn.Linear(2, 2), Dist(1, 2, 1, torch.device("cpu")))

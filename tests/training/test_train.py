@@ -12,10 +12,10 @@ from PIL import Image
 
 from ecanet import create_model, load_checkpoint
 from ecanet.classification import evaluate, train
+from ecanet.classification.config import RECIPES, resolve
 from ecanet.classification.data import ImageFolder, eval_transform
 from ecanet.cli import main
-from ecanet.config import RECIPES, resolve
-from ecanet.fit import lr_lambda
+from ecanet.training.fit import lr_lambda
 
 RECORD_KEYS = {"epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "img_per_s", "seconds"}
 FAST = dict(model="eca_resnet20", image_size=16, batch_size=8, workers=0, lr=0.05, compare=[])
@@ -76,7 +76,7 @@ def _cli_train(data, out, *extra):
 # machine's speed.
 KILLED_MID_EPOCH = """
 import os, signal, sys
-import ecanet.fit as fit
+import ecanet.training.fit as fit
 
 one_epoch = fit.train_one_epoch
 
@@ -255,7 +255,7 @@ def test_amp_channels_last_and_ema_take_effect(image_data, tmp_path, monkeypatch
     and the saved EMA equals the exponential average of the weights after every optimizer step."""
     import importlib
 
-    import ecanet.fit as fit
+    import ecanet.training.fit as fit
 
     classification_train = importlib.import_module("ecanet.classification.train")  # the module, not the function
 

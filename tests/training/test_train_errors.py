@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 
 from ecanet.classification import ClassificationStep, train
+from ecanet.classification.config import resolve
 from ecanet.classification.data import ImageFolder, eval_transform
 from ecanet.cli import main
-from ecanet.config import resolve
-from ecanet.engine import TrainingError
 from ecanet.errors import DataError
+from ecanet.training.engine import TrainingError
 from ecanet.weights import CheckpointError
 
 FAST = dict(model="eca_resnet20", image_size=16, batch_size=8, workers=0, lr=0.05, compare=[], epochs=1)

@@ -91,8 +91,7 @@ class NormGateResidual(torch.autograd.Function):
             # dz into the buffer, then BatchNorm's own backward, which sums dx's three terms in fp32 and rounds
             # once. Two passes, as below, round x's terms to bf16 before g's are added, losing digits where
             # they cancel: the gradients behind an inverted residual's tail at 48 x 48 came 7x further from
-            # fp64 than the plain formulation's (tests/layers/test_fused.py); this costs 0-7 % more per bf16
-            # tail (ad hoc, MobileNetV2's and ResNet-50's stage shapes).
+            # fp64 than the plain formulation's (tests/layers/test_fused.py).
             dz = scale_shift(g, s, d_pooled * (1 / positions), out=buffer)
             dx, d_weight, d_bias = batch_norm_backward(dz, x, weight, mean, invstd)
         else:

@@ -45,13 +45,10 @@ def cpu_kernel(reference: Callable) -> Callable[[Callable], Callable]:
 
 
 # Up to this many elements (2 MB in fp32, in cache) a product and an addition beat BatchNorm's kernel over
-# the (1, N*C, S) view in ``scale_shift``: measured 50 vs 108 us at (64, 64, 8, 8), 137 vs 200 us at
-# (64, 32, 16, 16), 40 vs 70 us at (1, 2048, 7, 7); from (64, 16, 32, 32) on the kernel wins.
+# the (1, N*C, S) view in ``scale_shift`` (measured: docs/fast-path.md).
 SMALL_TENSOR = 2**19
 # From this many positions per map the flat view's reduction beats ``mean`` of a bf16 map in fp32 (whose copy
-# to fp32 grows with the map): 1.5 vs 2.6 ms at (16, 512, 28, 28), 0.49 vs 0.89 ms at (2, 256, 80, 80); below,
-# its per-(sample, channel) set-up costs more: 1.9 vs 1.0 ms at (16, 1024, 14, 14), 0.21 vs 0.07 at
-# (64, 32, 16, 16) (2 threads).
+# to fp32 grows with the map); below, its per-(sample, channel) set-up costs more (docs/fast-path.md).
 WIDE_MAP = 512
 
 
@@ -122,8 +119,7 @@ def global_average_pool(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x's mean over its positions per (sample, channel), (N, C), computed and returned in ``dtype``.
 
     bf16/fp16 maps of at least ``WIDE_MAP`` positions: ``moments``' reduction over the flat view, which
-    reads the narrow type directly; ``mean`` with a wider dtype first copies x to it, 10x slower at
-    (16, 256, 56, 56) in bf16 (18 vs 1.8 ms).
+    reads the narrow type directly; ``mean`` with a wider dtype first copies x to it.
     """
     positions = x.numel() // max(x.shape[0] * x.shape[1], 1)
     narrow = x.dtype in (torch.bfloat16, torch.float16)
@@ -173,7 +169,7 @@ def scale_shift(x: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     and bias and identity statistics (``addcmul`` with two broadcast operands is not vectorised on CPU).
     Up to ``SMALL_TENSOR`` elements with coefficients in x's dtype: a product and an addition, two passes in
     cache. A bf16 x with fp32 coefficients always takes the kernel, which reads both types directly: the
-    product would first copy x to fp32 (7.2 against 0.22 ms at (64, 16, 32, 32)).
+    product would first copy x to fp32.
     """
     if x.numel() <= SMALL_TENSOR and a.dtype == x.dtype:
         return torch.mul(x, broadcast_channels(a, x), out=out).add_(broadcast_channels(b, x))
@@ -257,6 +253,14 @@ def channel_sums(g: Tensor, x: Tensor, mean_nc: Tensor, x_centred: Tensor, scrat
         g_xc = torch.sub(x, broadcast_channels(mean_nc, x), out=scratch).mul_(g).sum(dims, dtype=mean_nc.dtype)
         g_sum = g.sum(dims, dtype=mean_nc.dtype)
     return g_sum, torch.addcmul(g_xc, x_centred, g_sum)
+
+
+def is_fx_tracing() -> bool:
+    """Whether torch.fx's symbolic tracer is running (a private helper of torch.fx; False on a PyTorch
+    without it, where such a trace would fail on the fused step's data-dependent code and say so)."""
+    symbolic_trace = getattr(torch.fx, "_symbolic_trace", None)
+    check = getattr(symbolic_trace, "is_fx_symbolic_tracing", None)
+    return bool(check and check())
 
 
 def cast(t: Tensor, dtype: torch.dtype) -> Tensor:

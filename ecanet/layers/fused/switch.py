@@ -17,12 +17,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..cbam import CBAM
-from ..eca import ECA
-from ..se import SE
+from ..factory import ATTENTION_TYPES
+from .kernels import is_fx_tracing
 from .statistics import is_fusable_norm
 
-FUSED_ATTENTIONS = (ECA, SE, CBAM)
 DEFAULT_DEVICES = frozenset({"cpu"})
 
 
@@ -50,12 +48,10 @@ def fast_path_applies(
     trace (TorchScript, torch.fx) or an export (``torch.export``, ONNX) takes the plain formulation, which
     has the same value.
     """
-    known = attention is None or type(attention) in FUSED_ATTENTIONS
+    known = attention is None or type(attention) in ATTENTION_TYPES
     if not (enabled and known and fuses_on(x.device, devices) and is_fusable_norm(norm)):
         return False
-    tracing = (
-        torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_exporting()
-    )
+    tracing = torch.jit.is_tracing() or is_fx_tracing() or torch.compiler.is_exporting()
     return not (_watched(norm) or _watched(attention) or tracing)
 
 
