@@ -65,6 +65,9 @@ class LoopConfig:
     clip_grad: float | None = option(
         None, "clip the gradients' global L2 norm to this value (unscaled first under AMP)"
     )
+    skip_nonfinite: int = option(
+        0, "skip up to this many steps with a NaN/Inf loss per epoch, warning for each (0: stop at the first)"
+    )
     compile: bool = option(False, "torch.compile the model")
     cudnn_benchmark: bool = option(True, "CUDA: let cuDNN pick the fastest convolution for fixed input sizes")
     tf32: bool = option(True, "CUDA: TF32 for float32 matrix products and convolutions (precision 'high')")

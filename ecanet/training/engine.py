@@ -3,6 +3,7 @@ crash, and the per-epoch record. Task-agnostic: a task supplies ``step(model, ba
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -15,11 +16,13 @@ from tqdm import tqdm
 from ..errors import TrainingError
 from .distributed import Dist, all_reduce_sum, all_reduce_tensor
 
+log = logging.getLogger("ecanet")
+
 
 @dataclass
 class Precision:
-    """Mixed precision: autocast dtype (None: fp32) and, for fp16, a gradient scaler (CUDA; on a CPU only
-    when asked, ``scaler=True``)."""
+    """Mixed precision: autocast dtype (None: fp32) and, for fp16, a gradient scaler (made here on CUDA;
+    elsewhere only when one is passed in)."""
 
     device_type: str
     dtype: torch.dtype | None = None
@@ -60,11 +63,13 @@ Step = Callable[[nn.Module, object], tuple[Tensor, dict[str, float]]]
 class Optimization:
     """How gradients become an update: ``accumulate`` micro-batches per optimizer step, the gradients'
     global norm clipped to ``clip_grad`` (None: not clipped), a progress read (and the non-finite loss
-    check) every ``log_every`` steps."""
+    check) every ``log_every`` steps, and how many non-finite losses may be skipped (each skips its
+    optimizer step, with a warning) before the run stops."""
 
     accumulate: int = 1
     clip_grad: float | None = None
     log_every: int = 10
+    skip_nonfinite: int = 0  # steps with a non-finite loss this epoch may skip (``--skip-nonfinite``)
 
 
 def train_one_epoch(
@@ -94,6 +99,8 @@ def train_one_epoch(
     accumulate = optimization.accumulate
     size = len(loader) if hasattr(loader, "__len__") else None
     first_bad = None  # on the device: the first step whose loss was not finite, or -1
+    skipped: list[int] = []  # steps skipped for a non-finite loss (--skip-nonfinite)
+    stepping = skipping = False  # this group has gradients / has a non-finite loss
     bar = tqdm(loader, desc=f"train {epoch}", disable=None if proc.is_main else True, leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
@@ -105,21 +112,36 @@ def train_one_epoch(
         with sync:
             with precision.autocast():
                 loss, counts = step(model, batch)
-            if counts.get("n", 1) == 0:
-                _accumulate(totals, counts)
-                continue
-            scaled = loss / group if group > 1 else loss
-            (precision.scaler.scale(scaled) if precision.scaler is not None else scaled).backward()
+            empty = counts.get("n", 1) == 0
+            bad = not empty and optimization.skip_nonfinite > 0 and _nonfinite_anywhere(loss, proc)
+            if not (empty or bad):
+                scaled = loss / group if group > 1 else loss
+                (precision.scaler.scale(scaled) if precision.scaler is not None else scaled).backward()
+                stepping = True
+        if bad:
+            skipped.append(i)
+            where = f"non-finite loss at epoch {epoch}, step {i}{_samples(loader, i)}"
+            if len(skipped) > optimization.skip_nonfinite:
+                raise TrainingError(f"{where}: more than --skip-nonfinite {optimization.skip_nonfinite} this epoch")
+            log.warning("%s: skipped (%d of %d allowed)", where, len(skipped), optimization.skip_nonfinite)
+            skipping = True
         if last:
-            _optimizer_step(model, optimizer, scheduler, precision, optimization.clip_grad)
-            if ema is not None:
-                ema.update_parameters(model)
+            if stepping and not skipping:
+                _optimizer_step(model, optimizer, scheduler, precision, optimization.clip_grad)
+                if ema is not None:
+                    ema.update_parameters(model)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+            stepping = skipping = False
+        if empty or bad:
+            _accumulate(totals, counts)
+            continue
         loss_value = loss.detach()
         _accumulate(totals, counts, loss_sum=loss_value * counts.get("n", 1))
-        bad = torch.where(torch.isfinite(loss_value), -1, i)
-        first_bad = bad if first_bad is None else torch.where(first_bad < 0, bad, first_bad)
+        bad_step = torch.where(torch.isfinite(loss_value), -1, i)
+        first_bad = bad_step if first_bad is None else torch.where(first_bad < 0, bad_step, first_bad)
         if i % optimization.log_every == 0 or (size is not None and i == size - 1):
-            _check_finite(first_bad, epoch)
+            _check_finite(first_bad, epoch, loader)
             if proc.is_main:
                 elapsed = time.perf_counter() - start
                 shown = {"loss": f"{float(totals['loss_sum']) / max(totals['n'], 1):.4f}"}
@@ -127,8 +149,30 @@ def train_one_epoch(
                 shown["img_s"] = f"{totals['n'] * proc.world_size / max(elapsed, 1e-9):.1f}"
                 shown["lr"] = f"{optimizer.param_groups[0]['lr']:.4g}"
                 bar.set_postfix(shown)
-    _check_finite(first_bad, epoch)
+    _check_finite(first_bad, epoch, loader)
+    totals["nonfinite_skipped"] = len(skipped)
     return _reduce(totals, proc, time.perf_counter() - start)
+
+
+def _nonfinite_anywhere(loss: Tensor, proc: Dist) -> bool:
+    """Whether any process's loss is NaN or infinite (one read, and one all-reduce under DDP, per step: all
+    processes skip together)."""
+    return all_reduce_sum([float(not torch.isfinite(loss.detach()).all())], proc)[0] > 0
+
+
+def _samples(loader: Iterable, step: int, shown: int = 8) -> str:
+    """Which samples step ``step`` drew, as ``"; samples 12, 40 (path), ..."`` where the loader says (its
+    sampler's indices; the file of the first where the dataset lists files), else ""."""
+    sampler, size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
+    if sampler is None or not size:
+        return ""
+    indices = list(sampler)[step * size : (step + 1) * size]
+    if not indices:
+        return ""
+    files = getattr(getattr(loader, "dataset", None), "samples", None)
+    first = f" ({files[indices[0]][0]})" if isinstance(files, list) and indices[0] < len(files) else ""
+    more = ", ..." if len(indices) > shown else ""
+    return f"; samples {indices[0]}{first}, " + ", ".join(map(str, indices[1:shown])) + more
 
 
 def _optimizer_step(
@@ -158,10 +202,11 @@ def _optimizer_step(
     optimizer.zero_grad(set_to_none=True)
 
 
-def _check_finite(first_bad: Tensor | None, epoch: int) -> None:
-    """Raise, naming the step, if a loss recorded so far was not finite (one read from the device)."""
+def _check_finite(first_bad: Tensor | None, epoch: int, loader: Iterable) -> None:
+    """Raise, naming the step and its samples, if a loss recorded so far was not finite (one read from the
+    device)."""
     if first_bad is not None and (step := int(first_bad)) >= 0:
-        raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}")
+        raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}{_samples(loader, step)}")
 
 
 @torch.no_grad()

@@ -98,6 +98,8 @@ def check_loop_config(cfg: LoopConfig) -> None:
         raise ValueError(f"--clip-grad: expected a norm > 0, got {cfg.clip_grad}")
     if cfg.prefetch_factor is not None and cfg.prefetch_factor < 1:
         raise ValueError(f"--prefetch-factor: expected an integer >= 1, got {cfg.prefetch_factor}")
+    if cfg.skip_nonfinite < 0:
+        raise ValueError(f"--skip-nonfinite: expected an integer >= 0, got {cfg.skip_nonfinite}")
     if cfg.workers < 0:
         raise ValueError(f"--workers: expected an integer >= 0, got {cfg.workers}")
 
@@ -170,7 +172,7 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(task.train_loader) / cfg.accumulate_steps)  # optimizer steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
-    optimization = Optimization(cfg.accumulate_steps, cfg.clip_grad)
+    optimization = Optimization(cfg.accumulate_steps, cfg.clip_grad, skip_nonfinite=cfg.skip_nonfinite)
     ema = None
     if cfg.ema_decay:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
@@ -225,6 +227,8 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
             "seconds": totals["seconds"],
         }
         record = {"epoch": epoch, "lr": lr, **train, **task.train_fields(totals), **val}
+        if totals.get("nonfinite_skipped"):
+            record["nonfinite_skipped"] = int(totals["nonfinite_skipped"])
         if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss") if k in record):
             raise TrainingError(f"non-finite loss in epoch {epoch}; last good checkpoint kept in {out}")
         records.append(record)

@@ -116,6 +116,49 @@ def test_non_finite_loss_is_read_at_the_interval_and_names_its_step():
         train_one_epoch(model, batches, mse_step, opt, None, Precision("cpu"), Dist(), 3)
 
 
+def poisoned_loader(bad_samples, n=16, batch=2):
+    """A DataLoader over n samples in order, NaN in the inputs of ``bad_samples``."""
+    from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
+
+    xs, ys = (torch.cat([b[i] for b in data(n, 1)]) for i in (0, 1))
+    xs[list(bad_samples)] = float("nan")
+    dataset = TensorDataset(xs, ys)
+    return DataLoader(dataset, batch_size=batch, sampler=SequentialSampler(dataset))
+
+
+def test_non_finite_loss_names_the_batch_samples():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrainingError, match=r"^non-finite loss at epoch 0, step 5; samples 10, 11$"):
+        train_one_epoch(model, poisoned_loader([11]), mse_step, opt, None, Precision("cpu"), Dist(), 0)
+
+
+def test_skip_nonfinite_skips_those_steps_and_no_more(caplog):
+    """--skip-nonfinite 1: the bad batch's step is skipped with a warning, and the weights equal training on
+    the other batches alone; a second bad batch stops the run."""
+    loader = poisoned_loader([5])
+    skipping, reference = tiny_model(), tiny_model()
+    opt = torch.optim.SGD(skipping.parameters(), lr=0.1)
+    with caplog.at_level("WARNING", logger="ecanet"):
+        totals = train_one_epoch(
+            skipping, loader, mse_step, opt, None, Precision("cpu"), Dist(), 0,
+            optimization=Optimization(skip_nonfinite=1),
+        )  # fmt: skip
+    assert totals["nonfinite_skipped"] == 1
+    assert "non-finite loss at epoch 0, step 2; samples 4, 5: skipped (1 of 1 allowed)" in caplog.text
+    good = [b for i, b in enumerate(loader) if i != 2]
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    train_one_epoch(reference, good, mse_step, opt, None, Precision("cpu"), Dist(), 0)
+    for a, b in zip(skipping.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    opt = torch.optim.SGD(skipping.parameters(), lr=0.1)
+    with pytest.raises(TrainingError, match=r"step 4; samples 8, 9: more than --skip-nonfinite 1 this epoch$"):
+        train_one_epoch(
+            tiny_model(), poisoned_loader([5, 9]), mse_step, opt, None, Precision("cpu"), Dist(), 0,
+            optimization=Optimization(skip_nonfinite=1),
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "device,requested,bf16,want",
     [
@@ -148,6 +191,7 @@ def test_fp16_on_cuda_gets_a_scaler_bf16_does_not():
         ("clip_grad", 0.0, "--clip-grad: expected a norm > 0, got 0.0"),
         ("clip_grad", -1.0, "--clip-grad: expected a norm > 0, got -1.0"),
         ("prefetch_factor", 0, "--prefetch-factor: expected an integer >= 1, got 0"),
+        ("skip_nonfinite", -1, "--skip-nonfinite: expected an integer >= 0, got -1"),
     ],
 )
 def test_loop_settings_out_of_range_are_one_line(field, value, message):
