@@ -13,7 +13,7 @@ out=benchmarks/results/accuracy
 mkdir -p "$out" "$work/cifar10"
 [ -d "$work/cifar10/train" ] || tar xzf "$archive" -C "$work/cifar10"
 {
-  python -c "from ecanet.timing import provenance; print('\n'.join(provenance('bash benchmarks/accuracy.sh $work $epochs')))"
+  python -c "from ecanet.studies.timing import provenance; print('\n'.join(provenance('bash benchmarks/accuracy.sh $work $epochs')))"
   ecanet compare --models resnet20 se_resnet20 eca_resnet20 ceca_resnet20 eca_ns_resnet20 cbam_resnet20 \
     --seeds 3 --data "$work/cifar10" --val-split 0.1 --in-memory --image-size 32 --batch-size 128 \
     --workers 0 --epochs "$epochs" --output "$work/compare"

@@ -27,7 +27,7 @@ for cls in sorted((work / "cifar10/train").iterdir()):
 PY
 common=(--data "$work/split" --image-size 32 --batch-size 128 --workers 2 --seed 0)
 {
-  python -c "from ecanet.timing import provenance; print('\n'.join(provenance('bash benchmarks/pruning.sh')))"
+  python -c "from ecanet.studies.timing import provenance; print('\n'.join(provenance('bash benchmarks/pruning.sh')))"
   [ -f "$work/train/final.safetensors" ] || \
     ecanet train --model eca_resnet20 "${common[@]}" --epochs 15 --output "$work/train" --compare >&2
   ecanet prune --weights "$work/train/final.safetensors" "${common[@]}" --speed-up 2 --compensate \

@@ -89,7 +89,7 @@ def test_bench_bad_model_is_one_line_error(capsys):
 
 
 def test_bench_memory_is_smallest_peak_over_fresh_processes(monkeypatch):
-    from ecanet import bench
+    from ecanet.studies import bench
 
     peaks = {"resnet20": iter([120.0, 100.0, 110.0]), "eca_resnet20": iter([90.0, 95.0, 99.0])}
     calls = []
@@ -110,7 +110,7 @@ def test_bench_memory_is_smallest_peak_over_fresh_processes(monkeypatch):
 def test_bench_control_is_the_first_model_again(tmp_path, monkeypatch):
     """--control adds a separately built instance of the first model, timed like the others and measured
     for memory as the first model (its spec, not its label)."""
-    from ecanet import bench
+    from ecanet.studies import bench
 
     memory_specs = []
     monkeypatch.setattr(bench, "_memory_in_subprocess", lambda spec, cfg: memory_specs.append(spec) or 100.0)
@@ -240,7 +240,7 @@ def test_bench_conflicting_flags_are_one_line_errors(extra, message, capsys):
 
 
 def test_bench_runs_short_steps_several_times_per_repeat(monkeypatch):
-    from ecanet import bench
+    from ecanet.studies import bench
 
     cfg = bench.BenchConfig(["resnet20", "eca_resnet20"], batch_size=2, image_size=32, repeats=2, warmup=0)
     cfg.memory, cfg.train = False, False

@@ -3,7 +3,7 @@
 
 import itertools
 
-from ecanet import timing
+from ecanet.studies import timing
 
 
 class FakeClock:

@@ -19,6 +19,7 @@ from ecanet.studies.comparison import Arm, format_comparison, mean_sd, paired_in
 from tests.helpers import COLORS, make_image_folder
 
 engine = importlib.import_module("ecanet.classification.train")  # the module, not the function it exports
+runner = importlib.import_module("ecanet.classification.compare")  # where compare calls train
 TINY = dict(epochs=1, image_size=16, batch_size=8, workers=0, lr=0.05)
 
 
@@ -69,13 +70,13 @@ def test_compare_resumes_a_killed_comparison(folder, tmp_path, monkeypatch):
         calls.append(run.output)
         return real(run)
 
-    monkeypatch.setattr(engine, "train", killed_after_first)
+    monkeypatch.setattr(runner, "train", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
         compare(cfg, arms, [0, 1])
     first = tmp_path / "cmp" / "resnet20" / "seed0"
     stamp = (first / "final.safetensors").stat().st_mtime_ns
     trained = []
-    monkeypatch.setattr(engine, "train", lambda run: trained.append(run.output) or real(run))
+    monkeypatch.setattr(runner, "train", lambda run: trained.append(run.output) or real(run))
     result = compare(cfg, arms, [0, 1])
     assert str(first) not in trained and len(trained) == 3  # the finished run is read, not repeated
     assert (first / "final.safetensors").stat().st_mtime_ns == stamp

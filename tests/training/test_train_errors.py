@@ -95,8 +95,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(image_data, tmp_path, mon
 
     monkeypatch.setattr(ClassificationStep, "__call__", poisoned)
     out = tmp_path / "o"
-    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 1, step 0$"):
+    with pytest.raises(
+        TrainingError, match=r"non-finite loss at epoch 1, step 0; samples \d+ \((.*\.png)\), (\d+, ){6}\d+$"
+    ) as e:
         train(cfg(image_data, out, epochs=3))
+    first_file = str(e.value).split("(")[1].split(")")[0]
+    assert first_file.startswith(str(image_data / "train"))  # the batch's first sample, to be checked
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
