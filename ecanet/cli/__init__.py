@@ -8,6 +8,7 @@ import logging
 import sys
 
 from ..errors import USER_ERRORS, MissingExtraError
+from ..training.preemption import Preempted
 from . import ablate, bench, compare, detect, evaluate, export, info, prune, report, segment, train, viz
 
 SUBCOMMANDS = (info, bench, train, evaluate, compare, ablate, viz, report, detect, segment, export, prune)
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except MissingExtraError as e:
         print(f"ecanet {args.command}: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # a mid-epoch checkpoint is written: a job script requeues on this code
+        print(f"ecanet {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except USER_ERRORS as e:
         print(f"ecanet {args.command}: error: {e}", file=sys.stderr)
         return 2

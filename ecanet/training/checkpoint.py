@@ -19,7 +19,12 @@ import torch
 from ..errors import CheckpointError, TrainingError
 
 # What a training checkpoint holds; "model" and "meta" also make it readable by ``read_weights``.
-KEYS = ("model", "meta", "optimizer", "scheduler", "scaler", "ema", "epoch", "best_score", "rng", "config")
+# "step" is None for an epoch's end, else the micro-batches of ``epoch`` done (a mid-epoch checkpoint, whose
+# "epoch_state" holds that epoch's learning rate and every process's sums so far).
+KEYS = (
+    "model", "meta", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "epoch_state", "best_score", "rng",
+    "config",
+)  # fmt: skip
 
 
 log = logging.getLogger("ecanet")
@@ -169,6 +174,9 @@ def resume_checkpoint(resume: str, out: Path, meta: dict) -> dict | None:
                 raise
             log.warning("%s; resuming from %s instead", e, found[-1])
             continue
-        log.info("--resume auto: resuming from %s (epoch %d done)", path, ckpt["epoch"])
+        where = (
+            f"epoch {ckpt['epoch']} done" if ckpt.get("step") is None else f"epoch {ckpt['epoch']}, step {ckpt['step']}"
+        )
+        log.info("--resume auto: resuming from %s (%s)", path, where)
         return ckpt
     raise AssertionError("unreachable")  # the last candidate returns or raises

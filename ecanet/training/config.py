@@ -59,6 +59,12 @@ class LoopConfig:
         nargs="?",
         const="",
     )
+    checkpoint_every: int | None = option(None, "also checkpoint every N steps, mid-epoch (resumable there)")
+    checkpoint_minutes: float | None = option(None, "also checkpoint every M minutes, mid-epoch (resumable there)")
+    stop_signals: list[str] = option(
+        help="signals that stop the run after its current step with a mid-epoch checkpoint (exit code 75)",
+        factory=lambda: ["SIGTERM", "SIGUSR1"],
+    )
     amp: bool = option(False, "mixed precision: bf16 (CPU, and GPUs that have it), else fp16 with grad scaling")
     amp_dtype: str | None = option(None, "bfloat16 | float16 (default: bfloat16 where supported, else float16)")
     accumulate_steps: int = option(1, "micro-batches per optimizer step (gradient accumulation)")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..errors import TrainingError
+from .checkpoint import set_rng_state
 from .distributed import Dist, all_reduce_sum, all_reduce_tensor
 
 log = logging.getLogger("ecanet")
@@ -60,6 +61,16 @@ Step = Callable[[nn.Module, object], tuple[Tensor, dict[str, float]]]
 
 
 @dataclass(frozen=True)
+class Resume:
+    """Where a resumed epoch continues: after ``step`` micro-batches, with this process's sums so far and its
+    RNG states at that point."""
+
+    step: int
+    totals: dict
+    rng: dict
+
+
+@dataclass(frozen=True)
 class Optimization:
     """How gradients become an update: ``accumulate`` micro-batches per optimizer step, the gradients'
     global norm clipped to ``clip_grad`` (None: not clipped), a progress read (and the non-finite loss
@@ -84,6 +95,9 @@ def train_one_epoch(
     ema: nn.Module | None = None,
     progress: Callable[[dict], dict] | None = None,
     optimization: Optimization = Optimization(),
+    resume: Resume | None = None,
+    pause: Callable[[int], tuple[bool, bool]] | None = None,
+    checkpoint: Callable[[int, dict, bool], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; the scheduler steps per optimizer step (not on one that the gradient scaler
     skipped). Returns sums of ``counts`` over all processes, plus ``loss_sum``, ``n`` and ``seconds``.
@@ -92,18 +106,29 @@ def train_one_epoch(
     ``log_every`` steps and at the end, so no step waits for the device; the run stops at the first
     non-finite loss read, naming its step. The progress bar (rank 0, terminals only) shows loss, img/s, lr,
     the ETA and what ``progress(totals)`` adds.
+
+    ``resume`` continues an epoch part-way (the loader's sampler already starts there). After each optimizer
+    step ``pause(steps done)`` says whether to checkpoint and whether to stop; ``checkpoint(steps done,
+    totals so far, stop)`` then writes one (and, to stop, raises).
     """
     model.train()
-    totals: dict[str, float] = {}
+    start_step = resume.step if resume is not None else 0
+    totals: dict = dict(resume.totals) if resume is not None else {}
     start = time.perf_counter()
     accumulate = optimization.accumulate
-    size = len(loader) if hasattr(loader, "__len__") else None
+    size = start_step + len(loader) if hasattr(loader, "__len__") else None
+    iterator = iter(loader)  # a loader's iterator draws its base seed here
+    if resume is not None:  # the RNGs as they were after step ``start_step - 1``, before the next batch
+        set_rng_state(resume.rng)
     first_bad = None  # on the device: the first step whose loss was not finite, or -1
     skipped: list[int] = []  # steps skipped for a non-finite loss (--skip-nonfinite)
     stepping = skipping = False  # this group has gradients / has a non-finite loss
-    bar = tqdm(loader, desc=f"train {epoch}", disable=None if proc.is_main else True, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        iterator, desc=f"train {epoch}", total=size, initial=start_step, disable=None if proc.is_main else True,
+        leave=False, dynamic_ncols=True,
+    )  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
-    for i, batch in enumerate(bar):
+    for i, batch in enumerate(bar, start=start_step):
         group_start = i - i % accumulate
         group = accumulate if size is None else min(accumulate, size - group_start)
         last = i == group_start + group - 1
@@ -135,11 +160,18 @@ def train_one_epoch(
             stepping = skipping = False
         if empty or bad:
             _accumulate(totals, counts)
+        else:
+            loss_value = loss.detach()
+            _accumulate(totals, counts, loss_sum=loss_value * counts.get("n", 1))
+            bad_step = torch.where(torch.isfinite(loss_value), -1, i)
+            first_bad = bad_step if first_bad is None else torch.where(first_bad < 0, bad_step, first_bad)
+        if last and pause is not None:
+            save, stop = pause(i + 1)
+            if save:
+                _check_finite(first_bad, epoch, loader)  # a checkpoint holds no weights a NaN step made
+                checkpoint(i + 1, totals, stop)
+        if empty or bad:
             continue
-        loss_value = loss.detach()
-        _accumulate(totals, counts, loss_sum=loss_value * counts.get("n", 1))
-        bad_step = torch.where(torch.isfinite(loss_value), -1, i)
-        first_bad = bad_step if first_bad is None else torch.where(first_bad < 0, bad_step, first_bad)
         if i % optimization.log_every == 0 or (size is not None and i == size - 1):
             _check_finite(first_bad, epoch, loader)
             if proc.is_main:
@@ -166,7 +198,8 @@ def _samples(loader: Iterable, step: int, shown: int = 8) -> str:
     sampler, size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
     if sampler is None or not size:
         return ""
-    indices = list(sampler)[step * size : (step + 1) * size]
+    epoch_indices = getattr(sampler, "epoch_indices", None)  # the whole epoch's, where it starts part-way
+    indices = (epoch_indices() if epoch_indices else list(sampler))[step * size : (step + 1) * size]
     if not indices:
         return ""
     files = getattr(getattr(loader, "dataset", None), "samples", None)

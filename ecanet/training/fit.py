@@ -26,7 +26,8 @@ from ..weights import save_weights
 from .checkpoint import resume_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from .config import LoopConfig, save_config
 from .distributed import Dist, all_gather_object, barrier
-from .engine import Optimization, Precision, Step, precision_for, train_one_epoch
+from .engine import Optimization, Precision, Resume, Step, precision_for, train_one_epoch
+from .preemption import PausePoints, Preempted, StopSignals
 
 log = logging.getLogger("ecanet")
 
@@ -61,12 +62,33 @@ def train_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callabl
             f"--batch-size {cfg.batch_size} x {proc.world_size} process(es) is larger than the training set "
             f"({len(dataset)} images in {where})"
         )
-    sampler = DistributedSampler(
+    sampler = ResumableSampler(
         dataset, num_replicas=proc.world_size, rank=proc.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     return DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **loader_options(cfg, proc, collate)
     )
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` that can start one epoch part-way: after ``start`` of this process's samples
+    (a mid-epoch resume); ``set_epoch`` starts the next from the beginning again."""
+
+    start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = start
+
+    def epoch_indices(self) -> list[int]:
+        """This process's samples of the whole epoch, in order."""
+        return list(super().__iter__())
+
+    def __iter__(self):
+        return iter(self.epoch_indices()[self.start :])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
 
 
 def eval_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callable) -> DataLoader:
@@ -98,6 +120,9 @@ def check_loop_config(cfg: LoopConfig) -> None:
         raise ValueError(f"--clip-grad: expected a norm > 0, got {cfg.clip_grad}")
     if cfg.prefetch_factor is not None and cfg.prefetch_factor < 1:
         raise ValueError(f"--prefetch-factor: expected an integer >= 1, got {cfg.prefetch_factor}")
+    for flag, value in (("--checkpoint-every", cfg.checkpoint_every), ("--checkpoint-minutes", cfg.checkpoint_minutes)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag}: expected a number > 0, got {value}")
     if cfg.skip_nonfinite < 0:
         raise ValueError(f"--skip-nonfinite: expected an integer >= 0, got {cfg.skip_nonfinite}")
     if cfg.workers < 0:
@@ -178,7 +203,7 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     precision = precision_for(proc.device, cfg.amp, cfg.amp_dtype)
 
-    start_epoch, best, records = 0, -math.inf, []
+    start_epoch, best, records, resume = 0, -math.inf, [], None
     ckpt = None if cfg.resume is None else resume_checkpoint(cfg.resume, out, model.config)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -188,11 +213,18 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
             precision.scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
-        start_epoch, best = ckpt["epoch"] + 1, ckpt["best_score"]
+        best = ckpt["best_score"]
         if cfg.budget_minutes:  # the epochs the budget gave the interrupted run
             cfg = replace(cfg, epochs=ckpt["config"]["epochs"])
             scheduler.lr_lambdas[0] = lr_lambda(cfg, steps_per_epoch)
-        set_rng_state(ckpt["rng"][proc.rank] if proc.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        rng = ckpt["rng"][proc.rank] if proc.rank < len(ckpt["rng"]) else ckpt["rng"][0]
+        if ckpt.get("step") is None:  # an epoch's end
+            start_epoch = ckpt["epoch"] + 1
+            set_rng_state(rng)
+        else:  # the middle of an epoch: its RNGs are restored once that epoch's loader has started
+            start_epoch, state = ckpt["epoch"], ckpt["epoch_state"]
+            totals = {k: v.to(proc.device) if torch.is_tensor(v) else v for k, v in state["totals"][proc.rank].items()}
+            resume = (Resume(ckpt["step"], totals, rng), state["lr"])
         records = _read_records(out / "metrics.jsonl", start_epoch)
     elif cfg.resume == "auto" and proc.is_main:  # a first start, or one that died before its first checkpoint
         _read_records(out / "metrics.jsonl", 0)
@@ -205,41 +237,10 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
     runner = torch.compile(runner) if cfg.compile else runner
     eval_model = ema.module if ema is not None else model
 
-    started = time.perf_counter()
-    epoch = start_epoch
-    while epoch < cfg.epochs:
-        task.train_loader.sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        totals = train_one_epoch(
-            runner, task.train_loader, task.step, optimizer, scheduler, precision, proc, epoch, ema, task.progress,
-            optimization,
-        )  # fmt: skip
-        val, score = task.validate(eval_model, precision)
-        if cfg.budget_minutes and epoch == 0:
-            cfg = replace(cfg, epochs=planned_epochs(cfg.budget_minutes, time.perf_counter() - started, proc))
-            scheduler.lr_lambdas[0] = lr_lambda(cfg, steps_per_epoch)
-            if proc.is_main:
-                save_config(cfg, out / "config.json")
-                log.info("--budget-minutes %g: %d epochs fit", cfg.budget_minutes, cfg.epochs)
-        train = {
-            "train_loss": totals["loss_sum"] / max(totals["n"], 1),
-            "img_per_s": totals["n"] / max(totals["seconds"], 1e-9),
-            "seconds": totals["seconds"],
-        }
-        record = {"epoch": epoch, "lr": lr, **train, **task.train_fields(totals), **val}
-        if totals.get("nonfinite_skipped"):
-            record["nonfinite_skipped"] = int(totals["nonfinite_skipped"])
-        if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss") if k in record):
-            raise TrainingError(f"non-finite loss in epoch {epoch}; last good checkpoint kept in {out}")
-        records.append(record)
-        skipped = getattr(task.step, "skipped", None)
-        if record.get("skipped_images") and skipped and proc.is_main:
-            log.warning("epoch %d: skipped %d unreadable images, e.g. %s", epoch, record["skipped_images"], skipped[0])
-        is_best = score >= best
-        best = max(best, score)
+    def write_checkpoint(epoch: int, step: int | None, epoch_state: dict | None) -> None:
+        """Every process's RNG states (all processes call this together); the main process writes."""
         rng = all_gather_object(rng_state(), proc)
         if proc.is_main:
-            _write_epoch(out, record, writer)
             save_training_checkpoint(
                 out / "checkpoint.pt",
                 model=model.state_dict(),
@@ -249,16 +250,70 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
                 scaler=precision.scaler.state_dict() if precision.scaler else None,
                 ema=ema.state_dict() if ema is not None else None,
                 epoch=epoch,
+                step=step,
+                epoch_state=epoch_state,
                 best_score=best,
                 rng=rng,
                 config=asdict(cfg),
             )
-            if is_best:
-                save_weights(eval_model, out / "best.safetensors")
-            if task.plot is not None:
-                task.plot(records, out / "curves.png")
-            log.info("epoch %d: %s", epoch, task.describe(record))
-        epoch += 1
+
+    started = time.perf_counter()
+    epoch = start_epoch
+    with StopSignals(cfg.stop_signals) as signals:
+        pause = PausePoints(signals, proc, cfg.checkpoint_every, cfg.checkpoint_minutes)
+        while epoch < cfg.epochs:
+            resumed, lr = resume if resume is not None else (None, optimizer.param_groups[0]["lr"])
+            task.train_loader.sampler.set_epoch(epoch, resumed.step * cfg.batch_size if resumed else 0)
+            resume = None
+
+            def checkpoint(step: int, totals: dict, stop: bool, epoch: int = epoch, lr: float = lr) -> None:
+                portable = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in totals.items()}
+                write_checkpoint(epoch, step, {"lr": lr, "totals": all_gather_object(portable, proc)})
+                if stop:
+                    raise Preempted(
+                        f"stopped by {signals.received or 'a stop signal'} at epoch {epoch}, step {step}: "
+                        f"checkpoint in {out / 'checkpoint.pt'}; continue with --resume"
+                    )
+
+            totals = train_one_epoch(
+                runner, task.train_loader, task.step, optimizer, scheduler, precision, proc, epoch, ema,
+                task.progress, optimization, resumed, pause, checkpoint,
+            )  # fmt: skip
+            val, score = task.validate(eval_model, precision)
+            if cfg.budget_minutes and epoch == 0:
+                cfg = replace(cfg, epochs=planned_epochs(cfg.budget_minutes, time.perf_counter() - started, proc))
+                scheduler.lr_lambdas[0] = lr_lambda(cfg, steps_per_epoch)
+                if proc.is_main:
+                    save_config(cfg, out / "config.json")
+                    log.info("--budget-minutes %g: %d epochs fit", cfg.budget_minutes, cfg.epochs)
+            train = {
+                "train_loss": totals["loss_sum"] / max(totals["n"], 1),
+                "img_per_s": totals["n"] / max(totals["seconds"], 1e-9),
+                "seconds": totals["seconds"],
+            }
+            record = {"epoch": epoch, "lr": lr, **train, **task.train_fields(totals), **val}
+            if totals.get("nonfinite_skipped"):
+                record["nonfinite_skipped"] = int(totals["nonfinite_skipped"])
+            if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss") if k in record):
+                raise TrainingError(f"non-finite loss in epoch {epoch}; last good checkpoint kept in {out}")
+            records.append(record)
+            skipped = getattr(task.step, "skipped", None)
+            if record.get("skipped_images") and skipped and proc.is_main:
+                log.warning(
+                    "epoch %d: skipped %d unreadable images, e.g. %s", epoch, record["skipped_images"], skipped[0]
+                )
+            is_best = score >= best
+            best = max(best, score)
+            if proc.is_main:
+                _write_epoch(out, record, writer)
+            write_checkpoint(epoch, None, None)
+            if proc.is_main:
+                if is_best:
+                    save_weights(eval_model, out / "best.safetensors")
+                if task.plot is not None:
+                    task.plot(records, out / "curves.png")
+                log.info("epoch %d: %s", epoch, task.describe(record))
+            epoch += 1
     barrier(proc)
     if proc.is_main:
         save_weights(eval_model, out / "final.safetensors")
