@@ -1,10 +1,22 @@
 """Fixtures shared by every test area; data makers live in tests/helpers.py."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import COLORS, make_image_folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """``pytest`` alone runs the quick tier (no ``slow`` test); CI (``CI=true``) and any ``-m`` expression run
+    what they select: ``-m "slow or not slow"`` is everything."""
+    if os.environ.get("CI") or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture
