@@ -8,6 +8,7 @@ from .complexity import complexity
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
 from .models import create_model, list_models, plain_formulation, set_fused
 from .pruning import PruneReport, prune
+from .replace_se import ReplaceReport, replace_se
 from .segmentation import create_segmenter, load_segmenter
 from .timm_models import register_timm
 from .weights import (
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "PruneReport",
+    "ReplaceReport",
     "attach_eca",
     "complexity",
     "create_attention",
@@ -40,6 +42,7 @@ __all__ = [
     "prune",
     "read_weights",
     "register_timm",
+    "replace_se",
     "create_segmenter",
     "load_segmenter",
     "plain_formulation",
