@@ -9,6 +9,7 @@ ECA path is exported as the plain formulation: the same arithmetic, without in-p
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -45,12 +46,14 @@ def export_model(
     example = torch.randn(2, 3, image_size, image_size, generator=g).to(device)
     checks = [torch.randn(3, 3, s, s, generator=g).to(device) for s in sizes]  # another batch: the dynamic axis
     exporter = {"onnx": _onnx, "exported": _exported, "torchscript": _torchscript}[fmt]
+    names = getattr(model, "config", {}).get("classes")
+    metadata = {"ecanet.classes": json.dumps(names)} if names else {}  # what ecanet predict reads off weights
     # Written beside the target and moved there only once it passed its check: a failed export leaves no
     # file, and an existing file at ``path`` stays as it was.
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         with torch.no_grad():
-            run = exporter(model, example, partial, dynamic_size)
+            run = exporter(model, example, partial, dynamic_size, metadata)
             diff = max(float((run(x) - model(x)).abs().max()) for x in checks)
         if not diff <= tolerance:
             raise ExportError(f"{path}: exported model differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
@@ -68,7 +71,7 @@ def _dynamic_shapes(dynamic_size: bool) -> tuple[dict, ...]:
     return (shapes,)
 
 
-def _onnx(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool) -> Runner:
+def _onnx(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool, metadata: dict[str, str]) -> Runner:
     for module in ("onnx", "onnxscript"):  # torch.onnx's exporter imports them itself
         require(module, "export")
     onnxruntime = require("onnxruntime", "export")
@@ -82,18 +85,25 @@ def _onnx(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool) -> 
         dynamic_shapes=_dynamic_shapes(dynamic_size),
         external_data=False,
     )
+    if metadata:  # the graph's metadata_props
+        onnx = require("onnx", "export")
+        graph = onnx.load(str(path))
+        for key, value in metadata.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(graph, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().numpy()})[0]).to(x.device)
 
 
-def _exported(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool) -> Runner:
+def _exported(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool, metadata: dict[str, str]) -> Runner:
     program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(dynamic_size))
-    torch.export.save(program, str(path))
+    torch.export.save(program, str(path), extra_files=metadata or None)
     return torch.export.load(str(path)).module()
 
 
-def _torchscript(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool) -> Runner:
+def _torchscript(model: nn.Module, example: Tensor, path: Path, dynamic_size: bool, metadata: dict[str, str]) -> Runner:
     # Tracing records no shapes for these backbones (adaptive pooling), so the traced graph takes any size;
     # the check at a second size confirms it when dynamic_size is asked for.
-    torch.jit.trace(model, example).save(str(path))
+    torch.jit.trace(model, example).save(str(path), _extra_files=metadata)
     return torch.jit.load(str(path))

@@ -315,6 +315,7 @@ def load_checkpoint(
     source = str(path)
     if model is None or isinstance(model, str):
         model = _zoo_model_for(state, meta, source, model, num_classes)
+        model.config |= {k: meta[k] for k in ("classes", "image_size") if k in meta}  # what the run recorded
     load_state(model, state, source, fresh)
     return model.to(map_location)
 

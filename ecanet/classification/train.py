@@ -114,6 +114,9 @@ def _train(cfg: TrainConfig, proc: Dist) -> dict:
 
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     model = build_model(cfg, num_classes)
+    model.config["image_size"] = cfg.image_size  # for ecanet predict, with the class names where they fit
+    if len(train_set.classes) == num_classes:
+        model.config["classes"] = list(train_set.classes)
     cost = complexity(model, (3, cfg.image_size, cfg.image_size))
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(proc.device, memory_format=fmt)

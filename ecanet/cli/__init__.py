@@ -9,9 +9,9 @@ import sys
 
 from ..errors import USER_ERRORS, MissingExtraError
 from ..training.preemption import Preempted
-from . import ablate, bench, compare, detect, evaluate, export, info, prune, report, segment, train, viz
+from . import ablate, bench, compare, detect, evaluate, export, info, predict, prune, report, segment, train, viz
 
-SUBCOMMANDS = (info, bench, train, evaluate, compare, ablate, viz, report, detect, segment, export, prune)
+SUBCOMMANDS = (info, bench, train, evaluate, predict, compare, ablate, viz, report, detect, segment, export, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from ecanet import ECA, attach_eca, create_model
 from tests.helpers import require_extra
@@ -123,3 +124,71 @@ def test_unsupported_model_and_double_attach_are_errors():
         attach_eca(model)
     with pytest.raises(ValueError, match="already has attention"):
         attach_eca(create_model("se_resnet20"))
+
+
+class Neck(nn.Module):
+    """A block without out_channels: its width is found by a forward."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.cv1, self.cv2 = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return self.cv2(self.cv1(x)) + x
+
+
+class Custom(nn.Module):
+    """A YOLO-like net: a backbone of conv stages and a neck."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.SiLU()),
+            nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.SiLU()),
+        )
+        self.neck = Neck(16)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.neck(self.backbone(x)))
+
+
+def test_attach_by_name_puts_eca_after_each_matched_module():
+    torch.manual_seed(0)
+    model = Custom()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 32, 32)
+    report = attach_eca(model, where=["backbone.*.0", "neck"], input_size=(3, 32, 32))
+    assert [(s.block, s.channels) for s in report.sites] == [("backbone.0.0", 8), ("backbone.1.0", 16), ("neck", 16)]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before.items())  # every tensor keeps its name and value
+    assert set(state) - set(before) == {
+        "backbone.0.0.eca.conv.weight",
+        "backbone.1.0.eca.conv.weight",
+        "neck.eca.conv.weight",
+    }
+    model.eval()
+    with torch.no_grad():  # by value: each ECA reads the output of the module it was attached to
+        for conv, inp in ((model.backbone[0][0], x), (model.backbone[1][0], model.backbone[0](x))):
+            raw = nn.functional.conv2d(inp, conv.weight, conv.bias, conv.stride, conv.padding)
+            torch.testing.assert_close(conv(inp), conv.eca(raw))
+        h = model.backbone(x)
+        neck = model.neck
+        torch.testing.assert_close(neck(h), neck.eca(neck.cv2(neck.cv1(h)) + h))
+    model.train()(x).sum().backward()
+    assert model.neck.eca.conv.weight.grad is not None
+
+
+def test_attach_by_name_appends_to_a_sequential_and_refuses_twice():
+    model = Custom()
+    report = attach_eca(model, where=["backbone.1"], input_size=(3, 32, 32))
+    assert isinstance(model.backbone[1][-1], ECA) and report.sites[0].channels == 16
+    with pytest.raises(ValueError, match=r"attach_eca: 'backbone.1' already has ECA"):
+        attach_eca(model, where=["backbone.1"], input_size=(3, 32, 32))
+
+
+def test_attach_by_name_errors_name_the_pattern():
+    with pytest.raises(ValueError, match=r"^attach_eca: where= pattern 'neck.cv9' matches no module of Custom$"):
+        attach_eca(Custom(), where=["neck", "neck.cv9"])
+    with pytest.raises(ValueError, match=r"name where ECA goes with where=\[\.\.\.\]"):
+        attach_eca(Custom())
