@@ -149,7 +149,10 @@ def load_training_checkpoint(path: Path, meta: dict) -> dict:
         raise CheckpointError(f"--resume: {path}: unreadable checkpoint ({str(e).splitlines()[0][:120]})") from None
     if not is_training_checkpoint(obj) or "optimizer" not in obj:
         raise CheckpointError(f"--resume: {path}: not a training checkpoint (no model and optimizer state)")
-    if obj.get("meta", {}) != meta:
+    recorded = ("classes", "image_size")  # what a run records beside the architecture (older files lack it)
+    if {k: v for k, v in obj.get("meta", {}).items() if k not in recorded} != {
+        k: v for k, v in meta.items() if k not in recorded
+    }:
         found = obj.get("meta", {}).get("model", obj.get("meta"))
         raise CheckpointError(f"--resume: {path} is a checkpoint of {found}, not {meta.get('model')}")
     return obj
