@@ -192,6 +192,8 @@ def test_fp16_on_cuda_gets_a_scaler_bf16_does_not():
         ("clip_grad", -1.0, "--clip-grad: expected a norm > 0, got -1.0"),
         ("prefetch_factor", 0, "--prefetch-factor: expected an integer >= 1, got 0"),
         ("skip_nonfinite", -1, "--skip-nonfinite: expected an integer >= 0, got -1"),
+        ("checkpoint_every", 0, "--checkpoint-every: expected a number > 0, got 0"),
+        ("checkpoint_minutes", -5.0, "--checkpoint-minutes: expected a number > 0, got -5.0"),
     ],
 )
 def test_loop_settings_out_of_range_are_one_line(field, value, message):
