@@ -43,8 +43,22 @@ def init_distributed(device: str | None = None) -> Dist:
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world)
+        store = this_start_store(rank)
+        dist.init_process_group("nccl" if want_cuda else "gloo", store=store, rank=rank, world_size=world)
     return Dist(rank, world, local, dev)
+
+
+def this_start_store(rank: int) -> dist.Store:
+    """The env:// store, with this start of the group's keys under a prefix of their own.
+
+    torchrun (``--max-restarts``) keeps one store across restarts and nothing clears it, so a restarted group
+    can read a dead peer's address from the first start and hang connecting to it (pytorch/pytorch#135712;
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` is torchrun's own way out). Each rank counts its starts in the
+    store; the group of the n-th start meets under ``ecanet/start{n}``. (TORCHELASTIC_RESTART_COUNT is not
+    the same on every node, so it cannot serve.)"""
+    store = next(dist.rendezvous("env://"))[0]
+    start = store.add(f"ecanet/starts/rank{rank}", 1)
+    return dist.PrefixStore(f"ecanet/start{start}", store)
 
 
 def check_device(device: str) -> None:

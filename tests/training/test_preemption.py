@@ -132,3 +132,58 @@ def test_pause_points_decide_alike():
 def test_unknown_stop_signal_is_one_line():
     with pytest.raises(ValueError, match=r"^--stop-signals: unknown signal 'SIGFOO' \(e\.g\. SIGTERM, SIGUSR1\)$"):
         StopSignals(["SIGFOO"])
+
+
+# torchrun's entry: rank 1 of the first attempt kills itself with SIGKILL before its training step AT.
+KILL_ONE_WORKER = """
+import os, signal, sys
+from ecanet.classification.train import ClassificationStep
+
+calls = {"n": 0}
+original = ClassificationStep.__call__
+first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+
+
+def step(self, model, batch):
+    if model.training:
+        calls["n"] += 1
+        if first_attempt and os.environ["RANK"] == "1" and calls["n"] == int(os.environ["AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, model, batch)
+
+
+ClassificationStep.__call__ = step
+from ecanet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_torchrun_restarts_a_group_that_lost_a_worker_and_resumes_it(image_data, tmp_path):
+    """`torchrun --max-restarts 1 ... --resume auto` with one of two workers killed mid-epoch: torchrun restarts
+    the group, which resumes from the last checkpoint (epoch 0's) and completes like an uninterrupted run. The
+    restarted group meets under a fresh store prefix: without it, it read the dead worker's address."""
+    entry = tmp_path / "entry.py"
+    entry.write_text(KILL_ONE_WORKER)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+    def args(out):  # 2 epochs of 3 steps of 4 images per process
+        a = argv(image_data, out, "--resume", "auto", "--device", "cpu")
+        a[a.index("--batch-size") + 1], a[a.index("--epochs") + 1] = "4", "2"
+        return a
+
+    full, cut = tmp_path / "full2", tmp_path / "cut2"
+    done = subprocess.run([*launch, "-m", "ecanet", *args(full)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    restarted = subprocess.run(
+        [*launch, "--max-restarts", "1", str(entry), *args(cut)], env={**ENV, "AT": "5"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "resuming from" in restarted.stderr and "(epoch 0 done)" in restarted.stderr
+    wa, wb = (load_checkpoint(d / "final.safetensors").state_dict() for d in (full, cut))
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    ra, rb = ([json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (full, cut))
+    assert [r["epoch"] for r in rb] == [0, 1]
+    for key in COMPARED:
+        assert [r[key] for r in ra] == [r[key] for r in rb], key
