@@ -1,14 +1,13 @@
 """ecanet: ECA-Net (Wang et al., CVPR 2020) for PyTorch - attention layers, the paper's backbones,
 weights interop, complexity, training and evaluation, channel pruning, segmentation backbones."""
 
-from .attach import AttachReport, attach_eca
+from .adapt import AttachReport, ReplaceReport, attach_eca, create_external, replace_se
 from .classification import evaluate, train
 from .classification.config import TrainConfig, resolve
 from .complexity import complexity
 from .layers import CBAM, ECA, SE, create_attention, eca_kernel_size
 from .models import create_model, list_models, plain_formulation, set_fused
 from .pruning import PruneReport, prune
-from .replace_se import ReplaceReport, replace_se
 from .segmentation import create_segmenter, load_segmenter
 from .timm_models import register_timm
 from .weights import (
@@ -34,6 +33,7 @@ __all__ = [
     "attach_eca",
     "complexity",
     "create_attention",
+    "create_external",
     "create_model",
     "eca_kernel_size",
     "init_from_torchvision",

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
+from .adapt.external import create_external, is_external, replay
 from .errors import CheckpointError
 from .layers import ECA_ATTENTIONS, is_attention
 from .models import ARCHS, create_model, parse_model_name
@@ -253,6 +254,13 @@ def load_state(
 def _zoo_model_for(state: Mapping[str, Tensor], meta: dict, source: str, name: str | None, num_classes: int | None):
     """The zoo model a file holds, built to fit it; ``name`` / ``num_classes`` that contradict it are errors."""
     file_classes = meta.get("num_classes") or _num_classes(state)
+    if is_external(meta.get("model", "")):  # a torchvision or timm model, rebuilt with its recorded ECA
+        if name is not None and name != meta["model"]:
+            raise CheckpointError(f"{source}: holds {meta['model']}, not {name} (--model)")
+        try:
+            return create_external(meta["model"], file_classes or num_classes, meta.get("adapt", ()))
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{source}: cannot rebuild {meta['model']}: {e}") from None
     inferred = None
     if "model" in meta:
         inferred = meta["model"]
@@ -279,7 +287,7 @@ def _zoo_model_for(state: Mapping[str, Tensor], meta: dict, source: str, name: s
         features_only="features_only" in meta,
         out_indices=meta.get("features_only"),
     )
-    return with_file_widths(model, meta, source)
+    return replay(with_file_widths(model, meta, source), meta.get("adapt", ()))
 
 
 def with_file_widths(model: nn.Module, meta: Mapping, source: str) -> nn.Module:
@@ -306,8 +314,10 @@ def load_checkpoint(
     """Load weights from ``path`` and return the model; a file is loaded whole or not at all.
 
     Without ``model``, or with a zoo name, the zoo model is built to fit the file: its metadata (this
-    project's files, including the layer widths of a channel-pruned network), or its keys and weight shapes (the authors' ``*.pth.tar``, torchvision state dicts)
-    give the name, the class count and the ECA kernel size of every stage. A name or ``num_classes`` that
+    project's files, including the layer widths of a channel-pruned network and the ECA put into a
+    torchvision/timm model by ``replace_se``/``attach_eca``), or its keys and weight shapes (the authors'
+    ``*.pth.tar``, torchvision state dicts) give the name, the class count and the ECA kernel size of every
+    stage. A given ``nn.Module`` without ECA is first adapted as the file records. A name or ``num_classes`` that
     contradicts the file is an error naming both. With an ``nn.Module``, the file must fit it exactly, except
     the parts named in ``fresh`` (see ``load_state``).
     """
@@ -316,6 +326,8 @@ def load_checkpoint(
     if model is None or isinstance(model, str):
         model = _zoo_model_for(state, meta, source, model, num_classes)
         model.config |= {k: meta[k] for k in ("classes", "image_size") if k in meta}  # what the run recorded
+    elif meta.get("adapt") and not (getattr(model, "config", None) or {}).get("adapt"):
+        replay(model, meta["adapt"])  # the network the file was adapted from: adapt it the same way first
     load_state(model, state, source, fresh)
     return model.to(map_location)
 

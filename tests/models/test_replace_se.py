@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from ecanet import ECA, create_model, replace_se
-from ecanet.replace_se import is_squeeze_excitation
+from ecanet.adapt.replace_se import is_squeeze_excitation
 
 
 def check_swap(model, x, sites, hard):

@@ -6,26 +6,17 @@ or, for any other network (YOLO necks, custom nets), after the modules named by 
 from __future__ import annotations
 
 import fnmatch
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import mobilenetv2 as tv_mnv2
-from torchvision.models import mobilenetv3 as tv_mnv3
-from torchvision.models import resnet as tv_resnet
 
-from .layers import ECA, is_attention
-from .models.resnet import AttentionBlock
-
-
-def _timm_blocks() -> tuple[type, ...]:
-    """timm's ResNet blocks (they take attention through their ``se`` slot), if timm is loaded: a timm model
-    can only exist once it is, so timm (an optional extra) is never imported here."""
-    timm_resnet = sys.modules.get("timm.models.resnet")
-    return (timm_resnet.BasicBlock, timm_resnet.Bottleneck) if timm_resnet is not None else ()
+from ..layers import ECA, is_attention
+from .external import record
+from .families import Spot, spot
+from .replace_se import is_squeeze_excitation
 
 
 class Site(NamedTuple):
@@ -40,6 +31,7 @@ class AttachReport:
     """Where ECA went: one Site per insertion."""
 
     sites: list[Site] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # blocks that have attention of their own (SE): left as they are
 
     @property
     def params(self) -> int:
@@ -47,56 +39,24 @@ class AttachReport:
 
     def __str__(self) -> str:
         rows = [f"{s.block}: C={s.channels}, k={s.kernel_size}" for s in self.sites]
-        return "\n".join(rows + [f"{len(self.sites)} ECA layers, {self.params} parameters"])
+        kept = f"; {len(self.kept)} blocks keep their own attention" if self.kept else ""
+        return "\n".join(rows + [f"{len(self.sites)} ECA layers, {self.params} parameters{kept}"])
 
 
 class _AttentionHook:
-    """Forward hook that applies attention to the output of a block's last BatchNorm.
+    """Forward hook that applies attention to a module's output (NHWC outputs through a permute).
 
-    torchvision's blocks have a fixed forward; a hook on their last BN puts ECA exactly where the paper
-    does without renaming any existing parameter (the ECA weights appear as ``<block>.eca.conv.weight``).
+    Blocks with a fixed forward (torchvision's, most of timm's) get ECA where the paper puts it without
+    renaming any existing parameter: the ECA weights appear as ``<holder>.eca.conv.weight``.
     """
 
-    def __init__(self, attention: nn.Module) -> None:
-        self.attention = attention
+    def __init__(self, attention: nn.Module, channels_last: bool = False) -> None:
+        self.attention, self.channels_last = attention, channels_last
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        if self.channels_last:
+            return self.attention(output.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.attention(output)
-
-
-def _last_bn(block: nn.Module) -> nn.BatchNorm2d:
-    return block.bn3 if hasattr(block, "bn3") else block.bn2
-
-
-def _site(block: nn.Module) -> tuple[str, nn.Module] | None:
-    """(how to insert, where) for a supported block, or None."""
-    if isinstance(block, AttentionBlock):
-        return "ecanet", _last_bn(block)
-    if isinstance(block, _timm_blocks()):
-        return "timm", _last_bn(block)
-    if isinstance(block, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)):
-        return "hook", _last_bn(block)
-    if isinstance(block, tv_mnv2.InvertedResidual):
-        return "append", block.conv
-    if isinstance(block, tv_mnv3.InvertedResidual):
-        return "append", block.block
-    return None
-
-
-def _channels(target: nn.Module) -> int:
-    if isinstance(target, nn.Sequential):  # inverted residual: ends in BN or Conv2dNormActivation(conv, bn)
-        target = target[-1] if isinstance(target[-1], nn.BatchNorm2d) else target[-1][1]
-    return target.num_features
-
-
-def _has_attention(kind: str, block: nn.Module, target: nn.Module) -> bool:
-    if kind == "ecanet":
-        return block.attn_name is not None
-    if kind == "timm":
-        return block.se is not None
-    if kind == "append":
-        return is_attention(target[-1])
-    return hasattr(block, "eca")
 
 
 def _output_channels(model: nn.Module, targets: dict[str, nn.Module], input_size: Sequence[int]) -> dict[str, int]:
@@ -144,14 +104,29 @@ def _attach_where(model: nn.Module, where: Sequence[str], make_eca, input_size: 
         module = targets[name]
         if hasattr(module, "eca") or (isinstance(module, nn.Sequential) and is_attention(module[-1])):
             raise ValueError(f"attach_eca: {name!r} already has ECA")
-        eca = make_eca(channels, module)
-        if isinstance(module, nn.Sequential):  # a layer of its own, at the end
-            module.append(eca)
-        else:  # a child (weights under <name>.eca) applied to the module's output
-            module.eca = eca
-            module.register_forward_hook(_AttentionHook(eca))
-        report.sites.append(Site(name, channels, eca.kernel_size, sum(p.numel() for p in eca.parameters())))
+        how = "append" if isinstance(module, nn.Sequential) else "hook"  # a layer at its end, or on its output
+        report.sites.append(_put(Spot("where", how, module, channels, module), make_eca(channels, module), name))
     return report
+
+
+def _attention_in(scope: nn.Module, busy: bool) -> str | None:
+    """ "ECA" if ``scope`` already holds ECA, "other" if another attention module (SE, CBAM, ...), else None."""
+    if any(isinstance(m, ECA) for m in scope.modules()):
+        return "ECA"
+    return "other" if busy or any(is_attention(m) or is_squeeze_excitation(m) for m in scope.modules()) else None
+
+
+def _put(site: Spot, eca: ECA, where: str) -> Site:
+    if site.how == "ecanet":
+        site.holder.attn_name, site.holder.eca = "eca", eca
+    elif site.how == "slot":
+        setattr(site.holder, site.attr, eca)
+    elif site.how == "append":
+        site.reads.append(eca)
+    else:
+        site.holder.eca = eca
+        site.reads.register_forward_hook(_AttentionHook(eca, site.channels_last))
+    return Site(where, site.channels, eca.kernel_size, sum(p.numel() for p in eca.parameters()))
 
 
 def attach_eca(
@@ -166,15 +141,18 @@ def attach_eca(
 ) -> AttachReport:
     """Insert ECA in place into every supported block of ``model`` and report where it went.
 
-    Supported: torchvision ResNet/ResNeXt/Wide-ResNet blocks, torchvision MobileNetV2/V3 inverted residuals,
-    timm ResNet blocks and this package's blocks. ``kernel_size=None`` picks the adaptive size per block.
-    Existing weights are untouched. Raises ValueError when no block is supported or a block already has
+    Supported (``families.py``; the table in docs/weights.md): ResNet/ResNeXt/Wide-ResNet (torchvision, timm,
+    this package), MobileNetV2/V3, ConvNeXt, RegNetX (RegNetY carries SE: ``replace_se``), DenseNet, VGG,
+    ShuffleNetV2, CSPNet/CSPDarknet. ``kernel_size=None`` picks the adaptive size per block. Existing weights
+    are untouched. Raises ValueError, before changing anything, when no block is supported or one already has
     attention.
 
     ``where``: glob patterns over module names (``["backbone.*.cv2", "neck.*"]``) for any other network: ECA
     goes after each matched module's output, its channels read off the module or from one forward of a zero
     input of ``input_size``; its weights are ``<name>.eca.conv.weight`` (``<name>.<last>`` for a Sequential,
     to which it is appended). A pattern that matches nothing is an error naming it.
+
+    The call is recorded in ``model.config["adapt"]``: ``save_weights`` writes it, ``load_checkpoint`` replays it.
     """
 
     def make_eca(channels: int, near: nn.Module) -> ECA:
@@ -182,33 +160,32 @@ def attach_eca(
         ref = next(near.parameters(), None)
         return eca.to(device=ref.device, dtype=ref.dtype) if ref is not None else eca
 
+    how = dict(kernel_size=kernel_size, gamma=gamma, beta=beta, padding=padding, shared=shared)
     if where is not None:
-        return _attach_where(model, where, make_eca, input_size)
-    report = AttachReport()
-    for name, block in list(model.named_modules()):
-        found = _site(block)
-        if found is None:
-            continue
-        kind, target = found
-        if _has_attention(kind, block, target):
-            raise ValueError(f"attach_eca: block {name!r} ({type(block).__name__}) already has attention")
-        channels = _channels(target)
-        eca = make_eca(channels, block)
-        if kind == "ecanet":
-            block.attn_name = "eca"
-            block.eca = eca
-        elif kind == "timm":
-            block.se = eca
-        elif kind == "append":
-            target.append(eca)
-        else:
-            block.eca = eca
-            target.register_forward_hook(_AttentionHook(eca))
-        report.sites.append(Site(name, channels, eca.kernel_size, sum(p.numel() for p in eca.parameters())))
-    if not report.sites:
+        report = _attach_where(model, where, make_eca, input_size)
+        record(model, "attach_eca", **how, where=list(where), input_size=list(input_size))
+        return report
+    spots, kept = [], []
+    for name, block in model.named_modules():
+        found = spot(block)
+        for child, site in found if isinstance(found, list) else [("", found)] if found else []:
+            where = ".".join(n for n in (name, child) if n)
+            held = _attention_in(site.holder if child else block, site.busy)
+            if held == "ECA":  # checked for every block before any is changed
+                raise ValueError(f"attach_eca: block {where!r} ({type(block).__name__}) already has ECA")
+            if held:
+                kept.append(where)
+            else:
+                spots.append((where, site, block))
+    if not spots:
+        why = f"every supported block already has attention ({len(kept)}; replace_se swaps SE for ECA)"
         raise ValueError(
-            f"attach_eca: {type(model).__name__} has no supported block (ResNet Basic/Bottleneck blocks of "
-            "torchvision, timm or ecanet; MobileNetV2/V3 inverted residuals): name where ECA goes with where=[...], "
-            "or swap its SE modules with replace_se"
+            f"attach_eca: {type(model).__name__}: {why}"
+            if kept
+            else f"attach_eca: {type(model).__name__} has no supported block (the families of docs/weights.md: "
+            "ResNet, MobileNetV2/V3, ConvNeXt, RegNet, DenseNet, VGG, ShuffleNetV2, CSP/Darknet): name where ECA "
+            "goes with where=[...], or swap its SE modules with replace_se"
         )
+    report = AttachReport([_put(site, make_eca(site.channels, block), where) for where, site, block in spots], kept)
+    record(model, "attach_eca", **how)
     return report

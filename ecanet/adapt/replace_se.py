@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 from torch import nn
 
-from .layers import ECA, SE
+from ..layers import ECA, SE
+from .external import record
 
 # The SE modules recognised, by where they are defined and their class name (timm is optional: its modules
 # are matched by name, never imported here).
@@ -85,7 +86,8 @@ def replace_se(
     EfficientNet, MobileNetV3, RegNetY, ReXNet and GhostNet; this package's ``SE``) with an ECA over the same
     channels under the same name, so its weights are ``<name>.conv.weight``. The gate keeps its kind (hard
     sigmoid stays hard); ``kernel_size=None`` takes the adaptive k per module (Eq. 9). Every other tensor
-    keeps its name and value. A model without SE is a ValueError naming it.
+    keeps its name and value. A model without SE is a ValueError naming it. The call is recorded in
+    ``model.config["adapt"]`` (see ``attach_eca``).
     """
     report = ReplaceReport()
     targets = [(name, m) for name, m in model.named_modules() if name and is_squeeze_excitation(m)]
@@ -106,4 +108,5 @@ def replace_se(
             "SqueezeExcitation; timm's SEModule, EffectiveSEModule, SqueezeExcite; ecanet's SE); "
             "attach_eca adds ECA where there is none"
         )
+    record(model, "replace_se", kernel_size=kernel_size, gamma=gamma, beta=beta, padding=padding)
     return report
