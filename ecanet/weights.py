@@ -192,7 +192,7 @@ def _attention_keys(model: nn.Module) -> set[str]:
 
 
 def _head_keys(model: nn.Module) -> set[str]:
-    return {k for k in model.state_dict() if k.split(".")[0] in ("fc", "classifier")}
+    return {k for k in model.state_dict() if k.split(".")[0] in ("fc", "classifier", "head", "heads")}
 
 
 FRESH_PARTS = ("head", "attention")

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import ECA, is_attention
-from .external import record
 from .families import Spot, spot
 from .replace_se import is_squeeze_excitation
+from .steps import record
 
 
 class Site(NamedTuple):

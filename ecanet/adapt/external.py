@@ -1,6 +1,6 @@
-"""Models of torchvision's and timm's registries by name (``tv:efficientnet_b0``, ``timm:regnety_002``), and the
-record of how ECA was put into a model (``replace_se``, ``attach_eca``), kept in ``model.config["adapt"]`` so
-that ``save_weights`` writes it and ``load_checkpoint`` rebuilds the same network before loading."""
+"""Models of torchvision's and timm's registries by name (``tv:efficientnet_b0``, ``timm:regnety_002``), and
+the replay of how ECA was put into a model (``model.config["adapt"]``, see ``steps.py``): ``load_checkpoint``
+rebuilds the same network before loading."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from ..errors import require
+from .attach import attach_eca
+from .replace_se import replace_se
 
 SOURCES = {"tv": "torchvision", "timm": "timm"}
 
@@ -40,19 +42,8 @@ def create_external(name: str, num_classes: int | None = None, adapt: Sequence[M
     return model
 
 
-def record(model: nn.Module, op: str, **kwargs) -> None:
-    """Append one adaptation step to ``model.config["adapt"]`` (JSON: lists, numbers, strings)."""
-    if not isinstance(getattr(model, "config", None), dict):
-        model.config = {}
-    step = {"op": op} | {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
-    model.config.setdefault("adapt", []).append(step)
-
-
 def replay(model: nn.Module, steps: Sequence[Mapping]) -> nn.Module:
     """Apply recorded adaptation steps to a model built as they were first applied to."""
-    from .attach import attach_eca
-    from .replace_se import replace_se
-
     ops = {"attach_eca": attach_eca, "replace_se": replace_se}
     for step in steps:
         step = dict(step)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 from torch import nn
 
 from ..layers import ECA, SE
-from .external import record
+from .steps import record
 
 # The SE modules recognised, by where they are defined and their class name (timm is optional: its modules
 # are matched by name, never imported here).

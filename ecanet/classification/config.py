@@ -12,7 +12,7 @@ from ..training.config import LoopConfig, load_config_file, merge, option
 class TrainConfig(LoopConfig):
     """Classification: the loop's fields plus data, model and fine-tuning settings."""
 
-    model: str = option("eca_resnet20", "zoo model name (default eca_resnet20)")
+    model: str = option("eca_resnet20", "zoo model name (default eca_resnet20), or tv:NAME / timm:NAME")
     data: str | None = option(None, "ImageFolder root with train/ and val/ (default: the embedded digits dataset)")
     train_dir: str | None = option(None, "training folder, if not DATA/train")
     val_dir: str | None = option(None, "validation folder, if not DATA/val")
@@ -27,6 +27,8 @@ class TrainConfig(LoopConfig):
     num_classes: int | None = option(None, "default: the number of class folders")
     freeze_stages: int = option(0, "freeze the stem and this many stages")
     eca_k: str | list[int] = option("released", "released | adaptive | one odd int per stage", nargs="+", type=str)
+    replace_se: bool = option(False, "swap every SE module of the model for ECA (after --pretrained is loaded)")
+    attach_eca: bool = option(False, "attach ECA to every block of a supported family (after --pretrained)")
     channels_last: bool = option(False, "channels_last memory format")
     sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA only)")
     freeze_bn: bool = option(False, "BatchNorm statistics and affine parameters fixed (small batches, fine-tuning)")

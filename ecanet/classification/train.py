@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..adapt import attach_eca, create_external, is_external, replace_se, replay
 from ..complexity import complexity
 from ..errors import DataError
 from ..models import create_model, freeze_batchnorm, parse_model_name
@@ -79,11 +80,24 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
+    """The model of ``cfg``: a zoo or torchvision/timm network, ``--pretrained`` loaded into it (the file's own
+    ECA adaptation replayed first), then ``--replace-se`` / ``--attach-eca``, then the freezing flags."""
+    if is_external(cfg.model):
+        for flag, given in (("--eca-k", cfg.eca_k != "released"), ("--freeze-stages", cfg.freeze_stages)):
+            if given:
+                raise ValueError(f"{flag}: for zoo models, not {cfg.model}")
+        model = create_external(cfg.model, num_classes)
+    else:
+        model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
     if cfg.pretrained:
         state, meta = read_weights(cfg.pretrained)
         source = f"--pretrained {cfg.pretrained}"
-        load_state(with_file_widths(model, meta, source), state, source, fresh=FRESH_PARTS)
+        replay(with_file_widths(model, meta, source), meta.get("adapt", ()))
+        load_state(model, state, source, fresh=FRESH_PARTS)
+    if cfg.replace_se:
+        log.info("%s", replace_se(model))
+    if cfg.attach_eca:
+        log.info("%s", attach_eca(model))
     if cfg.freeze_bn:
         freeze_batchnorm(model)
     if cfg.freeze_stages:
@@ -103,7 +117,8 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, proc: Dist) -> dict:
     out = Path(cfg.output)
-    parse_model_name(cfg.model)  # an unknown name fails before any data is read
+    if not is_external(cfg.model):
+        parse_model_name(cfg.model)  # an unknown name fails before any data is read
     embedded = cfg.data is None and cfg.train_dir is None
     cfg = replace(cfg, image_size=cfg.image_size or (16 if embedded else 224))
     torch.manual_seed(cfg.seed + proc.rank)

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> None:
     from ..studies.comparison import format_comparison
 
     cfg = resolve(config_file=args.config, **config_values(args, TrainConfig))
-    if cfg.data is None and cfg.train_dir is None and args.compare is None:
+    if cfg.data is None and cfg.train_dir is None and args.compare is None and ":" not in cfg.model:
         attn, arch = parse_model_name(cfg.model)
         if attn is not None:  # the embedded default: the same network without attention, and with SE, alongside
             cfg.compare = [m for m in (arch, "se_" + arch) if m != cfg.model]

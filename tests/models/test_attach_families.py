@@ -189,6 +189,7 @@ TIMM = [  # (name, kwargs, outcome: "attach" sites / "replace" / "refuse")
 def test_timm_family_attaches_or_swaps(name, kwargs, outcome):
     require_extra("timm")
     import timm
+
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, num_classes=5, **kwargs)
     x = torch.randn(2, 3, 64, 64)
@@ -225,6 +226,7 @@ def test_timm_positions_by_value():
     bottleneck's conv3 (its attn3 slot), Darknet's conv2, DenseNet's conv2, MobileNetV2's bn3."""
     require_extra("timm")
     import timm
+
     torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 64)
     cases = [
