@@ -21,8 +21,10 @@ each model in that many fresh processes and keeps the smallest peak.
 
 Model specs: a zoo name (``eca_resnet50``; every zoo model runs the fused tail, the attention-free twin
 ``resnet50`` too, so a ratio is attention's cost alone), ``NAME:plain`` (the plain formulation,
-``fused=False``), ``tv:NAME`` (torchvision's model, e.g. ``tv:resnet50``: what users have today),
-``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm is installed), ``ort:NAME`` (the zoo
+``fused=False``), ``tv:NAME`` / ``timm:NAME`` (torchvision's or timm's model, e.g. ``tv:resnet50``: what
+users have today), any of these with ``+replace_se`` or ``+attach_eca`` (ECA swapped for SE, or attached:
+``tv:efficientnet_b0+replace_se``), ``timm:eca_resnet50`` (timm's ResNet-50 with its ECA module, when timm
+is installed), ``ort:NAME`` (the zoo
 model exported to ONNX and run in ONNX Runtime, inference only; the "export" extra), or a weights file
 (e.g. a pruned network's ``pruned.safetensors``: the network it holds, with its widths).
 """
@@ -42,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..adapt import create_external, is_external, replay
 from ..complexity import complexity
 from ..errors import require
 from ..models import create_model
@@ -72,22 +75,23 @@ class BenchConfig:
     control: bool = False  # a second instance of the first model, timed like the others (its row: CONTROL)
 
 
+ADAPTATIONS = ("replace_se", "attach_eca")
+
+
 def build(spec: str, num_classes: int = 1000) -> nn.Module:
     """A model from a bench spec (see the module docstring)."""
-    if spec.startswith("tv:"):
-        import torchvision
-
-        name = spec[3:]
-        if name not in torchvision.models.list_models(torchvision.models):
-            raise ValueError(f"unknown torchvision model {spec!r}; e.g. tv:resnet50, tv:mobilenet_v2")
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    if spec.startswith("timm:"):
-        if spec != "timm:eca_resnet50":
-            raise ValueError(f"unknown reference model {spec!r}; available: timm:eca_resnet50")
+    spec, _, adapt = spec.partition("+")
+    if adapt:
+        if adapt not in ADAPTATIONS:
+            raise ValueError(f"unknown adaptation {adapt!r} in {spec}+{adapt}; use +replace_se or +attach_eca")
+        return replay(build(spec, num_classes), [{"op": adapt}])
+    if spec == "timm:eca_resnet50":
         timm_resnet = require("timm.models.resnet", "timm")
         return timm_resnet.ResNet(
             timm_resnet.Bottleneck, [3, 4, 6, 3], num_classes=num_classes, block_args={"attn_layer": "eca"}
         )
+    if is_external(spec):
+        return create_external(spec, num_classes)
     if Path(spec).is_file():
         from ..weights import load_checkpoint
 

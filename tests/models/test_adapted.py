@@ -9,8 +9,16 @@ import pytest
 import torch
 import torchvision
 
-from ecanet import ECA, CheckpointError, attach_eca, create_external, create_model, load_checkpoint, replace_se
-from ecanet import save_weights
+from ecanet import (
+    ECA,
+    CheckpointError,
+    attach_eca,
+    create_external,
+    create_model,
+    load_checkpoint,
+    replace_se,
+    save_weights,
+)
 from ecanet.cli import main
 from tests.helpers import require_extra
 
@@ -100,3 +108,31 @@ def test_pretrained_tensors_are_kept_by_the_swap(tmp_path):
     assert all(torch.equal(state[k], v) for k, v in kept.items() if k in state)
     with pytest.raises(ValueError, match=r"^--eca-k: for zoo models, not tv:efficientnet_b0$"):
         build_model(resolve(model="tv:efficientnet_b0", eca_k="adaptive"), num_classes=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,adapt",
+    [("tv:efficientnet_b0", "replace"), ("tv:regnet_x_400mf", "attach"), ("tv:densenet121", "attach"),
+     ("timm:convnext_atto", "attach")],
+)  # fmt: skip
+def test_adapted_models_export_to_onnx_with_parity(name, adapt, tmp_path):
+    """ONNX Runtime's output equals PyTorch's (export_model checks it) for swapped and attached networks,
+    including ECA applied by a forward hook and on a channels-last (NHWC) output."""
+    require_extra("export")
+    if name.startswith("timm:"):
+        require_extra("timm")
+    torch.manual_seed(0)
+    model = _timm_nhwc_convnext() if name == "timm:convnext_atto" else create_external(name, num_classes=5)
+    (replace_se if adapt == "replace" else attach_eca)(model)
+    model.train()(torch.randn(4, 3, 64, 64))  # BatchNorm statistics that are not the identity
+    from ecanet.export import export_model
+
+    result = export_model(model.eval(), tmp_path / "m.onnx", "onnx", image_size=64)
+    assert result["max_abs_diff"] <= 1e-4
+
+
+def _timm_nhwc_convnext():
+    import timm
+
+    return timm.create_model("convnext_atto", pretrained=False, num_classes=5, conv_mlp=False)

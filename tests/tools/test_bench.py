@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ecanet import ECA
 from ecanet.cli import main
 from ecanet.errors import MissingExtraError
 from ecanet.studies.bench import _paired_ratio, build
@@ -160,8 +161,13 @@ def test_zoo_twins_run_the_fused_tail_and_tv_specs_build_torchvision_models():
     assert block.fused and fast_path_applies(block.fused, None, block.bn2, x, block.fused_devices)
     assert type(build("tv:resnet18")) is torchvision.models.ResNet
     assert type(build("tv:mobilenet_v2")) is torchvision.models.MobileNetV2
-    with pytest.raises(ValueError, match="unknown torchvision model 'tv:resnet5'"):
+    with pytest.raises(ValueError, match="unknown model 'tv:resnet5': torchvision has no classification model"):
         build("tv:resnet5")
+    swapped = build("tv:mobilenet_v3_small+replace_se", num_classes=10)
+    assert sum(isinstance(m, ECA) for m in swapped.modules()) == 9 and swapped.config["adapt"][0]["op"] == "replace_se"
+    assert sum(isinstance(m, ECA) for m in build("tv:resnet18+attach_eca").modules()) == 8
+    with pytest.raises(ValueError, match=r"unknown adaptation 'eca' in tv:resnet18\+eca; use \+replace_se"):
+        build("tv:resnet18+eca")
 
 
 @pytest.mark.slow
