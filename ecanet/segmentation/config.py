@@ -13,7 +13,7 @@ from ..training.config import LoopConfig, option
 @dataclass
 class SegmentConfig(LoopConfig):
     model: str = option(
-        "deeplabv3", 'deeplabv3 | fcn | unet | fpn | deeplabv3plus (the last three: "segmentation" extra)'
+        "deeplabv3", 'deeplabv3 | fcn | unet | fpn | deeplabv3plus (these three: "segmentation" extra) | canet'
     )
     output: str = option("runs/segment", "output folder (checkpoints, metrics.jsonl, curves.png, summary.json)")
     epochs: int = option(30, "epochs to train (the reference: 30)")
@@ -29,6 +29,11 @@ class SegmentConfig(LoopConfig):
     num_classes: int | None = option(None, "classes incl. background (default: largest mask value + 1; VOC 21)")
     output_stride: int | None = option(None, "8 | 16 | 32 (default: 8 DeepLabV3/FCN, 16 DeepLabV3+, 32 U-Net/FPN)")
     aux_loss: bool = option(True, "DeepLabV3/FCN: auxiliary head on the stage before the last, weight 0.5")
+    channel_attention: str | None = option("canet", "CA-Net's channel attention: canet | eca | se | cbam | none")
+    width: int = option(16, "CA-Net's base width (the encoder's widths: 1, 2, 4, 8, 16 times it)")
+    scales: int = option(4, "CA-Net: decoder scales weighed by scale attention (1 to 4)")
+    spatial_attention: bool = option(True, "CA-Net: non-local block and attention gates (--no-...: without)")
+    scale_attention: bool = option(True, "CA-Net: scale attention (--no-...: the finest decoder stage classifies)")
     loss: str = option("ce", 'ce | dice | ce+dice (Dice: the "segmentation" extra)')
     ignore_index: int = option(255, "mask value left out of loss and metrics (VOC's borders: 255)")
     images: str | None = option(None, "training images folder")

@@ -21,11 +21,14 @@ from ..models import ARCHS, create_model, parse_model_name
 from ..models.features import FeatureNet
 from ..models.registry import Arch
 from ..weights import FRESH_PARTS, load_state, read_weights
+from .canet import CANet
+
+CANET_OPTIONS = ("channel_attention", "width", "scales", "spatial_attention", "scale_attention")
 
 TORCHVISION_KINDS = ("deeplabv3", "fcn")
 SMP_KINDS = ("unet", "fpn", "deeplabv3plus")
-KINDS = TORCHVISION_KINDS + SMP_KINDS
-DEFAULT_OUTPUT_STRIDE = {"deeplabv3": 8, "fcn": 8, "deeplabv3plus": 16, "unet": 32, "fpn": 32}
+KINDS = TORCHVISION_KINDS + SMP_KINDS + ("canet",)
+DEFAULT_OUTPUT_STRIDE = {"deeplabv3": 8, "fcn": 8, "deeplabv3plus": 16, "unet": 32, "fpn": 32, "canet": 16}
 
 
 class _Named(FeatureNet):
@@ -61,16 +64,31 @@ def create_segmenter(
     output_stride: int | None = None,
     aux_loss: bool = True,
     in_chans: int = 3,
+    channel_attention: str | None = "canet",
+    width: int = 16,
+    scales: int = 4,
+    spatial_attention: bool = True,
+    scale_attention: bool = True,
 ) -> nn.Module:
-    """A ``kind`` segmenter (deeplabv3, fcn, unet, fpn, deeplabv3plus) over zoo model ``backbone``.
+    """A ``kind`` segmenter (deeplabv3, fcn, unet, fpn, deeplabv3plus) over zoo model ``backbone``, or CA-Net
+    (``canet``, its own encoder: ``backbone`` and its weights do not apply).
 
     ``backbone_weights``: ImageNet weights in any format ``load_checkpoint`` reads (ours, the authors',
     torchvision's; the classifier is dropped, RGB weights adapt to ``in_chans``). ``output_stride``: None
     gives the kind's usual one (8 for DeepLabV3/FCN as torchvision, 16 for DeepLabV3+, 32 for U-Net/FPN,
     which take no other). ``aux_loss``: DeepLabV3/FCN's auxiliary head on the stage before the last.
+    ``channel_attention`` ("canet", "eca", "se", "cbam" or None), ``width`` (base width) and ``scales`` (decoder
+    scales weighed) shape CA-Net (see ``canet.CANet``).
     """
     if kind not in KINDS:
         raise ValueError(f"--model: unknown segmenter {kind!r}; choose one of {KINDS}")
+    if kind == "canet":
+        model = CANet(num_classes, in_chans, channel_attention, width, scales, spatial_attention, scale_attention)
+        model.config = {"model": kind, "kind": kind, "backbone": None, "num_classes": num_classes, "in_chans": in_chans}
+        model.config |= {"channel_attention": channel_attention, "width": width, "scales": scales}
+        model.config |= {"spatial_attention": spatial_attention, "scale_attention": scale_attention}
+        model.config |= {"output_stride": 16, "aux_loss": False}
+        return model
     arch = ARCHS[parse_model_name(backbone)[1]]
     output_stride = output_stride or DEFAULT_OUTPUT_STRIDE[kind]
     config = {"model": kind, "kind": kind, "backbone": backbone, "num_classes": num_classes}
@@ -122,6 +140,7 @@ def load_segmenter(path: str | Path) -> nn.Module:
         meta["output_stride"],
         meta["aux_loss"],
         meta["in_chans"],
+        **{k: meta[k] for k in CANET_OPTIONS if k in meta},
     )
     load_state(model, state, str(path))
     model.config.update(meta)

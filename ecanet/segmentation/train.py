@@ -20,7 +20,7 @@ from ..training.fit import Task, eval_loader, fit, scaled_lr, train_loader, writ
 from .config import SegmentConfig
 from .data import SegmentationData, check_masks, eval_transform, folder_pairs, train_transform, voc_pairs
 from .metrics import confusion_matrix, segmentation_scores
-from .models import KINDS, SMP_KINDS, create_segmenter
+from .models import CANET_OPTIONS, KINDS, SMP_KINDS, create_segmenter
 
 LOSSES = ("ce", "dice", "ce+dice")
 AUX_WEIGHT = 0.5  # the reference's weight of the auxiliary head's loss
@@ -109,7 +109,8 @@ def train_segmenter(cfg: SegmentConfig) -> dict:
 def _train(cfg: SegmentConfig, proc: Dist) -> dict:
     if cfg.model not in KINDS:
         raise ValueError(f"--model: unknown segmenter {cfg.model!r}; choose one of {KINDS}")
-    parse_model_name(cfg.backbone)  # an unknown backbone fails before any data is read, as a missing extra
+    if cfg.model != "canet":
+        parse_model_name(cfg.backbone)  # an unknown backbone fails before any data is read, as a missing extra
     if cfg.model in SMP_KINDS:
         require("segmentation_models_pytorch", "segmentation")
     loss = build_loss(cfg.loss, cfg.ignore_index)
@@ -122,8 +123,9 @@ def _train(cfg: SegmentConfig, proc: Dist) -> dict:
     loader = train_loader(train_set, cfg, proc, default_collate, where)
     cfg = replace(cfg, num_classes=num_classes, lr=scaled_lr(cfg, proc.world_size))
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
+    canet = {k: getattr(cfg, k) for k in CANET_OPTIONS}
     model = create_segmenter(
-        cfg.model, cfg.backbone, num_classes, cfg.backbone_weights, cfg.output_stride, cfg.aux_loss
+        cfg.model, cfg.backbone, num_classes, cfg.backbone_weights, cfg.output_stride, cfg.aux_loss, **canet
     ).to(proc.device)
     step = SegmentationStep(proc.device, loss, num_classes, cfg.ignore_index)
 
