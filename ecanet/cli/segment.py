@@ -24,6 +24,14 @@ def add_parser(sub) -> None:
     p = actions.add_parser("train", help='train DeepLabV3 / FCN (or U-Net / FPN / DeepLabV3+: "segmentation" extra)')
     add_config_flags(p, SegmentConfig)
     p.set_defaults(func=train)
+    p = actions.add_parser("compare", help="segmenters trained alike for several seeds: Dice and mIoU with intervals")
+    add_config_flags(p, SegmentConfig)
+    p.add_argument(
+        "--arm", action="append", nargs="+", required=True, metavar="LABEL [KEY=VALUE ...]",
+        help="a model of the comparison: a label and the settings it changes (e.g. --arm eca channel_attention=eca)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every arm (default 0 1 2)")
+    p.set_defaults(func=compare)
     p = actions.add_parser("eval", help="mIoU, Dice and pixel accuracy of segmenter weights (torchrun: sharded)")
     p.add_argument("--weights", required=True)
     _data_flags(p)
@@ -44,6 +52,14 @@ def train(args: argparse.Namespace) -> None:
     from ..segmentation.train import train_segmenter
 
     print(json.dumps(train_segmenter(file_and_flags(args, SegmentConfig)), indent=2))
+
+
+def compare(args: argparse.Namespace) -> None:
+    from ..segmentation.compare import METRICS, compare_segmenters, parse_arm
+    from ..studies.comparison import format_comparison
+
+    arms = [parse_arm(words) for words in args.arm]
+    print(format_comparison(compare_segmenters(file_and_flags(args, SegmentConfig), arms, args.seeds), METRICS))
 
 
 def evaluate(args: argparse.Namespace) -> None:

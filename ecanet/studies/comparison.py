@@ -41,21 +41,24 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
     return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n": len(diffs)}
 
 
-def summarize(arms: Sequence[Arm], runs: dict[str, list[dict]]) -> dict:
-    """``{"rows", "pairs", "runs"}`` from every arm's run summaries (``final_top1``, ``best_top1``, ``seed``,
+def summarize(
+    arms: Sequence[Arm], runs: dict[str, list[dict]], final_key: str = "final_top1", best_key: str = "best_top1"
+) -> dict:
+    """``{"rows", "pairs", "runs"}`` from every arm's run summaries (``final_key``, ``best_key``, ``seed``,
     ``params``, ``macs``, ``img_per_s``): per arm mean and sd over seeds, and per arm after the first the
-    paired difference against the first, run for run in seed order."""
+    paired difference against the first, run for run in seed order. The two metrics are top-1 for
+    classification; a segmentation comparison passes Dice and mIoU."""
     rows = []
     for arm in arms:
         done = runs[arm.label]
-        final, best = mean_sd([r["final_top1"] for r in done]), mean_sd([r["best_top1"] for r in done])
+        final, best = mean_sd([r[final_key] for r in done]), mean_sd([r[best_key] for r in done])
         rows.append(
             {
                 "label": arm.label,
                 "model": arm.model,
                 "eca_k": arm.eca_k,
                 "seeds": [r["seed"] for r in done],
-                "final_top1": [r["final_top1"] for r in done],
+                "finals": [r[final_key] for r in done],
                 "final_mean": final[0],
                 "final_sd": final[1],
                 "best_mean": best[0],
@@ -70,17 +73,17 @@ def summarize(arms: Sequence[Arm], runs: dict[str, list[dict]]) -> dict:
         {
             "label": arm.label,
             "against": arms[0].label,
-            "final": paired_interval([r["final_top1"] for r in runs[arm.label]], [r["final_top1"] for r in first]),
-            "best": paired_interval([r["best_top1"] for r in runs[arm.label]], [r["best_top1"] for r in first]),
+            "final": paired_interval([r[final_key] for r in runs[arm.label]], [r[final_key] for r in first]),
+            "best": paired_interval([r[best_key] for r in runs[arm.label]], [r[best_key] for r in first]),
         }
         for arm in arms[1:]
     ]
     return {"rows": rows, "pairs": pairs, "runs": runs}
 
 
-def format_comparison(result: dict) -> str:
-    """The table: per model mean +- sd of top-1 (final, best), cost, speed, and the paired difference
-    against the first model with its 95 % interval."""
+def format_comparison(result: dict, metrics: tuple[str, str] = ("final top-1 (%)", "best top-1 (%)")) -> str:
+    """The table: per model mean +- sd of the two metrics (top-1 final and best; ``metrics`` names them), cost,
+    speed, and the paired difference of the first metric against the first model with its 95 % interval."""
     pairs = {p["label"]: p["final"] for p in result["pairs"]}
 
     def diff(label: str) -> str:
@@ -104,7 +107,7 @@ def format_comparison(result: dict) -> str:
         for r in result["rows"]
     ]
     first = result["rows"][0]["label"]
-    header = ["model", "params", "MMACs", "final top-1 (%)", "best top-1 (%)", f"vs {first} (95% CI)", "train img/s"]
+    header = ["model", "params", "MMACs", *metrics, f"vs {first} (95% CI)", "train img/s"]
     return render_table([*header, "seeds"], body)
 
 
@@ -112,8 +115,8 @@ def _spread(mean: float, sd: float, n: int) -> str:
     return f"{mean:.2f} +- {sd:.2f}" if n > 1 else f"{mean:.2f}"
 
 
-def plot_comparison(rows: list[dict], path: Path) -> Path:
-    """Final top-1 of every run (dots) and each model's mean +- sd (bar)."""
+def plot_comparison(rows: list[dict], path: Path, ylabel: str = "final top-1 (%)") -> Path:
+    """The first metric (final top-1) of every run (dots) and each model's mean +- sd (bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,9 +125,9 @@ def plot_comparison(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 4))
     for i, r in enumerate(rows):
         ax.errorbar(i, r["final_mean"], r["final_sd"], marker="s", capsize=4, color="C0")
-        ax.scatter([i] * len(r["final_top1"]), r["final_top1"], color="C1", s=12, zorder=3)
+        ax.scatter([i] * len(r["finals"]), r["finals"], color="C1", s=12, zorder=3)
     ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
-    ax.set(ylabel="final top-1 (%)", title=f"{len(rows[0]['seeds'])} seeds per model: runs and mean +- sd")
+    ax.set(ylabel=ylabel, title=f"{len(rows[0]['seeds'])} seeds per model: runs and mean +- sd")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -84,7 +84,7 @@ def test_compare_resumes_a_killed_comparison(folder, tmp_path, monkeypatch):
         json.loads((tmp_path / "cmp" / "eca_resnet20" / f"seed{s}" / "summary.json").read_text())["final_top1"]
         for s in (0, 1)
     ]
-    assert result["rows"][1]["final_top1"] == finals
+    assert result["rows"][1]["finals"] == finals
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["label"] for r in saved["rows"]] == ["resnet20", "eca_resnet20"] and len(saved["pairs"]) == 1
     with Image.open(tmp_path / "cmp" / "comparison.png") as im:
