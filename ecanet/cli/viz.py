@@ -1,4 +1,4 @@
-"""``ecanet viz``: channel-attention strips and Grad-CAM heatmaps."""
+"""``ecanet viz``: channel-attention strips, Grad-CAM heatmaps and CA-Net's attention maps."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     for kind, text in [
         ("attention", "ECA/SE channel weights per layer, per image and across images"),
         ("cam", 'Grad-CAM heatmaps over the images (the "viz" extra)'),
+        ("canet", "CA-Net's spatial, scale and channel attention over the images (segmenter weights)"),
     ]:
         p = kinds.add_parser(kind, help=text)
         p.add_argument("images", nargs="+", help="image files")
@@ -27,10 +28,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..studies.viz import attention_figures, cam_figures
+    from ..studies.viz import attention_figures, cam_figures, canet_figures
 
     if args.weights is None:
         raise ValueError("--weights is required (a figure of random weights shows nothing)")
+    if args.kind == "canet":
+        from ..segmentation import load_segmenter
+
+        for path in canet_figures(load_segmenter(args.weights), args.images, args.output, args.image_size):
+            print(path)
+        return
     model = model_from_flags(args)
     if args.kind == "attention":
         written = attention_figures(model, args.images, args.output, args.image_size)

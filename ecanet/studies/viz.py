@@ -125,3 +125,58 @@ def cam_figures(
         Image.fromarray(overlay).save(path)
         written.append(path)
     return written
+
+
+@torch.no_grad()
+def canet_figures(model: nn.Module, paths: list[str | Path], out: str | Path, image_size: int = 224) -> list[Path]:
+    """canet_<image>.png per image: what CA-Net attended to (Gu et al., TMI 2020, their Figs. of attention):
+    the input with the prediction, each attention gate's map as a heatmap over the input (its two pathways
+    averaged), the scale that weighs most at each pixel (colour per scale, finest first), and the channel
+    weights of every decoder stage as bars."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from ..segmentation.data import MEAN, STD
+
+    if type(model).__name__ != "CANet":
+        raise ValueError(f"ecanet viz canet: the weights hold a {type(model).__name__}, not CA-Net (--model canet)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        image = TF.resize(TF.to_image(load_rgb(str(path))), [image_size, image_size])
+        x = TF.normalize(TF.to_dtype(image, torch.float32, scale=True), MEAN, STD)
+        result = model.eval()(x[None], return_attention=True)
+        maps = result["attention"]
+        rgb = image.permute(1, 2, 0).numpy()
+        panels = [("prediction", result["out"].argmax(1)[0].numpy())]
+        for level, m in sorted(maps["spatial"].items()):
+            up = torch.nn.functional.interpolate(
+                m.mean(1, keepdim=True), size=(image_size, image_size), mode="bilinear"
+            )
+            panels.append((f"spatial attention, level {level}", up[0, 0].numpy()))
+        if "scale_pixel" in maps:
+            panels.append(("strongest scale (1 = finest)", maps["scale_pixel"][0].argmax(0).numpy() + 1))
+        fig, axes = plt.subplots(2, max(len(panels), len(maps["channel"]), 1), figsize=(3 * max(len(panels), 4), 6))
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, (title, values) in zip(axes[0], panels):
+            ax.imshow(rgb)
+            cmap = "tab10" if title.startswith("strongest") else "jet"
+            ax.imshow(values, alpha=0.5, cmap=cmap, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+        for ax, (stage, w) in zip(axes[1], sorted(maps["channel"].items(), reverse=True)):
+            ax.axis("on")
+            ax.bar(range(w.shape[1]), w[0].float().numpy(), width=1.0)
+            ax.set_title(f"channel weights, decoder stage {stage}", fontsize=8)
+            ax.tick_params(labelsize=6)
+        fig.suptitle(f"CA-Net attention: {Path(path).name}", fontsize=9)
+        target = out / f"canet_{Path(path).stem}.png"
+        fig.savefig(target, dpi=100)
+        plt.close(fig)
+        written.append(target)
+    return written

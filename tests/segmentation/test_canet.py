@@ -126,3 +126,22 @@ def test_segment_train_canet_end_to_end(tmp_path, capsys):
 def test_bad_options_are_one_line(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_segmenter("canet", num_classes=2, **kwargs)
+
+
+def test_viz_draws_the_attention_maps_of_a_trained_file(tmp_path, capsys):
+    from PIL import Image
+
+    from ecanet import save_weights
+
+    images, _ = make_segmentation_data(tmp_path / "d", n=2)
+    weights = save_weights(create_segmenter("canet", num_classes=3, width=4), tmp_path / "c.safetensors")
+    argv = ["viz", "canet", str(images / "0.png"), str(images / "1.png"), "--weights", str(weights)]
+    assert main([*argv, "--output", str(tmp_path / "v"), "--image-size", "40"]) == 0
+    written = capsys.readouterr().out.split()
+    assert written == [str(tmp_path / "v" / "canet_0.png"), str(tmp_path / "v" / "canet_1.png")]
+    assert Image.open(written[0]).size == (1200, 600)  # four panels a row, two rows, at 100 dpi
+    from ecanet import create_model
+    from ecanet.studies.viz import canet_figures
+
+    with pytest.raises(ValueError, match=r"^ecanet viz canet: the weights hold a ResNet, not CA-Net"):
+        canet_figures(create_model("resnet20"), [str(images / "0.png")], tmp_path / "w", 32)
