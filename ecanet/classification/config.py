@@ -27,6 +27,7 @@ class TrainConfig(LoopConfig):
     num_classes: int | None = option(None, "default: the number of class folders")
     freeze_stages: int = option(0, "freeze the stem and this many stages")
     eca_k: str | list[int] = option("released", "released | adaptive | one odd int per stage", nargs="+", type=str)
+    widths: str | None = option(None, "a width configuration to train from scratch (ecanet search-widths' widths.json)")
     replace_se: bool = option(False, "swap every SE module of the model for ECA (after --pretrained is loaded)")
     attach_eca: bool = option(False, "attach ECA to every block of a supported family (after --pretrained)")
     channels_last: bool = option(False, "channels_last memory format")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,12 +84,17 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     """The model of ``cfg``: a zoo or torchvision/timm network, ``--pretrained`` loaded into it (the file's own
     ECA adaptation replayed first), then ``--replace-se`` / ``--attach-eca``, then the freezing flags."""
     if is_external(cfg.model):
-        for flag, given in (("--eca-k", cfg.eca_k != "released"), ("--freeze-stages", cfg.freeze_stages)):
+        zoo_only = (
+            ("--eca-k", cfg.eca_k != "released"),
+            ("--freeze-stages", cfg.freeze_stages),
+            ("--widths", cfg.widths),
+        )
+        for flag, given in zoo_only:
             if given:
                 raise ValueError(f"{flag}: for zoo models, not {cfg.model}")
         model = create_external(cfg.model, num_classes)
     else:
-        model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k)
+        model = create_model(cfg.model, num_classes=num_classes, eca_k=cfg.eca_k, widths=cfg.widths)
     if cfg.pretrained:
         state, meta = read_weights(cfg.pretrained)
         source = f"--pretrained {cfg.pretrained}"
@@ -105,17 +111,18 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, epoch_fields: Callable[[nn.Module], dict] | None = None) -> dict:
     """Train ``cfg.model`` (and the models of ``cfg.compare`` alike) and return the run's summary, also
-    written to OUT/summary.json."""
+    written to OUT/summary.json. ``epoch_fields(model)``: fields added to every epoch's record of the main
+    model (see ``Task``)."""
     with process_group(cfg.device) as proc:
-        summary = _train(cfg, proc)
+        summary = _train(cfg, proc, epoch_fields)
         if cfg.compare:
             summary["comparison"] = _compare(cfg, summary, proc)
     return summary
 
 
-def _train(cfg: TrainConfig, proc: Dist) -> dict:
+def _train(cfg: TrainConfig, proc: Dist, epoch_fields: Callable[[nn.Module], dict] | None = None) -> dict:
     out = Path(cfg.output)
     if not is_external(cfg.model):
         parse_model_name(cfg.model)  # an unknown name fails before any data is read
@@ -170,7 +177,7 @@ def _train(cfg: TrainConfig, proc: Dist) -> dict:
     def progress(totals: dict) -> dict:
         return {"acc": f"{percent(totals, 'correct1'):.1f}"}
 
-    task = Task(model, loader, step, validate, describe, train_fields, plot_curves, progress)
+    task = Task(model, loader, step, validate, describe, train_fields, plot_curves, progress, epoch_fields)
     result = fit(task, cfg, proc)
     records = result["records"]
     summary = {

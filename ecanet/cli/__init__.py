@@ -9,9 +9,39 @@ import sys
 
 from ..errors import USER_ERRORS, MissingExtraError
 from ..training.preemption import Preempted
-from . import ablate, bench, compare, detect, evaluate, export, info, predict, prune, report, segment, train, viz
+from . import (
+    ablate,
+    bench,
+    compare,
+    detect,
+    evaluate,
+    export,
+    info,
+    predict,
+    prune,
+    report,
+    search,
+    segment,
+    train,
+    viz,
+)
 
-SUBCOMMANDS = (info, bench, train, evaluate, predict, compare, ablate, viz, report, detect, segment, export, prune)
+SUBCOMMANDS = (
+    info,
+    bench,
+    train,
+    evaluate,
+    predict,
+    compare,
+    ablate,
+    viz,
+    report,
+    detect,
+    segment,
+    export,
+    prune,
+    search,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -20,6 +21,7 @@ from .features import FeatureNet
 from .input_channels import set_in_chans
 from .mobilenetv2 import SETTING, MobileNetV2
 from .resnet import BasicBlock, Bottleneck, ResNet
+from .widths import read_widths_file, resized
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ def create_model(
     out_indices: Sequence[int] | None = None,
     output_stride: int = 32,
     in_chans: int = 3,
+    widths: str | Path | Mapping[str, list[int]] | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build zoo model ``name``.
@@ -183,6 +186,8 @@ def create_model(
             stem and every stage) as a list, with ``feature_info`` (timm's convention), no head.
         output_stride: 32, or 16 / 8 with the last strides turned into dilations (dense prediction).
         in_chans: input channels; RGB weights loaded later are adapted (``adapt_input_conv``).
+        widths: a width configuration to train from scratch: a file written by ``ecanet search-widths`` (its
+            ECA kernel rule included) or ``{layer: [in, out]}``; the parameters are drawn afresh.
         kwargs: passed to the architecture (e.g. ``zero_init_residual`` for ResNets, ``width_mult``).
     """
     attn, arch = parse_model_name(name)
@@ -190,6 +195,12 @@ def create_model(
     num_classes = spec.num_classes if num_classes is None else num_classes
     model = spec.build(num_classes=num_classes, attn=attn, kernel_sizes=resolve_kernel_sizes(name, eca_k), **kwargs)
     model.config = {"model": name, "num_classes": num_classes, "eca_k": stage_kernel_sizes(model)}
+    if widths is not None:
+        adaptive = False
+        if isinstance(widths, (str, Path)):
+            widths, adaptive = read_widths_file(widths, name)
+        resized(model, widths, adaptive_k=adaptive)
+        model.config["eca_k"] = stage_kernel_sizes(model)
     if output_stride != 32:
         set_output_stride(model, output_stride)
         model.config["output_stride"] = output_stride

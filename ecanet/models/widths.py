@@ -124,3 +124,67 @@ def refresh_widths(model: nn.Module) -> nn.Module:
     if isinstance(getattr(model, "config", None), dict):
         model.config["widths"] = layer_widths(model)
     return model
+
+
+def set_eca_kernel(m: ECA, kernel_size: int) -> None:
+    """Give an ECA module another (odd) kernel size: a fresh 1-D convolution of that size."""
+    c = m.conv.in_channels
+    m.kernel_size = kernel_size
+    pad = (kernel_size - 1) // 2 if m.shared else 0
+    m.conv = nn.Conv1d(
+        c, c, kernel_size, padding=pad, padding_mode=m.padding, groups=c if not m.shared else 1, bias=False
+    )
+
+
+def reinitialize(model: nn.Module) -> nn.Module:
+    """Fresh parameters for a network whose widths changed, as the zoo's constructors draw them: convolutions
+    Kaiming-normal (fan out), BatchNorm scale 1 and shift 0, everything else its layer's own default."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+        elif isinstance(m, (nn.Linear, nn.Conv1d)):
+            m.reset_parameters()
+    return model
+
+
+def resized(model: nn.Module, widths: Mapping[str, list[int]], adaptive_k: bool = False) -> nn.Module:
+    """``model`` with ``widths`` and fresh parameters, to train from scratch (a searched width configuration);
+    with ``adaptive_k`` every ECA's kernel follows its new channel count (k = ψ(C), the paper's Eq. 9)."""
+    from ..layers import eca_kernel_size
+
+    apply_widths(model, widths)
+    if adaptive_k:
+        for m in model.modules():
+            if isinstance(m, ECA) and m.channels is not None:
+                set_eca_kernel(m, eca_kernel_size(m.channels))
+    return reinitialize(model)
+
+
+def write_widths_file(path, model_name: str, widths: Widths, adaptive_k: bool) -> None:
+    """A width configuration that ``create_model(name, widths=path)`` and ``ecanet train --widths`` build."""
+    import json
+    from pathlib import Path
+
+    payload = {"model": model_name, "adaptive_k": adaptive_k, "widths": widths}
+    Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def read_widths_file(path, model_name: str) -> tuple[Widths, bool]:
+    """(widths, adaptive_k) of a widths file written for ``model_name``; another model's file is an error."""
+    import json
+    from pathlib import Path
+
+    try:
+        payload = json.loads(Path(path).read_text())
+        widths, adaptive_k, for_model = payload["widths"], bool(payload.get("adaptive_k")), payload["model"]
+    except FileNotFoundError:
+        raise ValueError(f"--widths: {path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"--widths: {path}: not a widths file (JSON with model and widths)") from None
+    if for_model != model_name:
+        raise ValueError(f"--widths: {path} holds the widths of {for_model}, not {model_name}")
+    return widths, adaptive_k

@@ -40,7 +40,8 @@ class Task:
     better) that picks the best weights; ``train_fields(totals)`` adds task fields (e.g. accuracy) from
     ``train_one_epoch``'s sums to the loop's own (train_loss, img_per_s, seconds); ``describe(record)`` is
     the epoch's log line; ``plot(records, path)`` draws the curves; ``progress(totals)`` adds fields to the
-    progress bar.
+    progress bar; ``epoch_fields(model)`` adds fields read off the trained model to every epoch's record (e.g.
+    CONet's layer ranks).
     """
 
     model: nn.Module
@@ -51,6 +52,7 @@ class Task:
     train_fields: Callable[[dict], dict] = lambda totals: {}
     plot: Callable[[list[dict], Path], object] | None = None
     progress: Callable[[dict], dict] | None = None
+    epoch_fields: Callable[[nn.Module], dict] | None = None
 
 
 def train_loader(dataset: Dataset, cfg: LoopConfig, proc: Dist, collate: Callable, where: str) -> DataLoader:
@@ -292,6 +294,8 @@ def fit(task: Task, cfg: LoopConfig, proc: Dist) -> dict:
                 "seconds": totals["seconds"],
             }
             record = {"epoch": epoch, "lr": lr, **train, **task.train_fields(totals), **val}
+            if task.epoch_fields is not None:
+                record |= task.epoch_fields(task.model)
             if totals.get("nonfinite_skipped"):
                 record["nonfinite_skipped"] = int(totals["nonfinite_skipped"])
             if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss") if k in record):
