@@ -136,3 +136,15 @@ def _timm_nhwc_convnext():
     import timm
 
     return timm.create_model("convnext_atto", pretrained=False, num_classes=5, conv_mlp=False)
+
+
+@pytest.mark.slow
+def test_train_attaches_eca_to_a_torchvision_model(image_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--model", "tv:resnet18", "--attach-eca", "--data", str(image_data), "--output", str(out)]
+    assert main([*args, "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--workers", "0"]) == 0
+    model = load_checkpoint(out / "final.safetensors")
+    assert isinstance(model, torchvision.models.ResNet) and isinstance(model.layer1[0].eca, ECA)
+    assert model.config["adapt"] == [
+        {"op": "attach_eca", "kernel_size": None, "gamma": 2, "beta": 1, "padding": "zeros", "shared": True}
+    ]

@@ -145,3 +145,24 @@ def test_viz_draws_the_attention_maps_of_a_trained_file(tmp_path, capsys):
 
     with pytest.raises(ValueError, match=r"^ecanet viz canet: the weights hold a ResNet, not CA-Net"):
         canet_figures(create_model("resnet20"), [str(images / "0.png")], tmp_path / "w", 32)
+
+
+@pytest.mark.slow
+def test_segment_compare_reports_dice_with_paired_intervals(tmp_path, capsys):
+    images, masks = make_segmentation_data(tmp_path / "d", n=6)
+    out = tmp_path / "cmp"
+    argv = ["segment", "compare", "--model", "canet", "--width", "4", "--images", str(images), "--masks", str(masks)]
+    argv += ["--output", str(out), "--image-size", "32", "--epochs", "1", "--batch-size", "3", "--workers", "0"]
+    argv += ["--arm", "unet", "channel_attention=none", "spatial_attention=false", "scale_attention=false"]
+    assert main([*argv, "--arm", "eca", "channel_attention=eca", "scales=2", "--seeds", "0", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Dice (%)" in printed and "vs unet (95% CI)" in printed
+    result = json.loads((out / "comparison.json").read_text())
+    assert [r["label"] for r in result["rows"]] == ["unet", "eca"] and result["rows"][0]["seeds"] == [0, 1]
+    dice = [json.loads((out / "eca" / f"seed{s}" / "summary.json").read_text())["mDice"] for s in (0, 1)]
+    assert result["rows"][1]["finals"] == dice and result["pairs"][0]["final"]["n"] == 2
+    unet = load_segmenter(out / "unet" / "seed0" / "final.safetensors")
+    assert unet.scale_attention is None and len(unet.gates) == 0 and unet.decoder[0].attention is None
+    assert load_segmenter(out / "eca" / "seed1" / "final.safetensors").config["scales"] == 2
+    assert main([*argv[:-5], "--arm", "x", "colour=red"]) == 2
+    assert "--arm x: 'colour=red' is not KEY=VALUE with a segment train setting as KEY" in capsys.readouterr().err
