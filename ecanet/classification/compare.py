@@ -24,6 +24,7 @@ def _run(cfg: TrainConfig, arm: Arm, seed: int, out: Path) -> dict:
     """The run's summary with its median training img/s; trained (or resumed) only if not finished."""
     run_dir = out / arm.label / f"seed{seed}"
     run = replace(cfg, model=arm.model, eca_k=arm.eca_k, seed=seed, output=str(run_dir), compare=[], resume=None)
+    run = replace(run, widths=arm.widths or cfg.widths)
     if (run_dir / "summary.json").is_file():
         _check_same_settings(run, run_dir)
         return with_speed(read_json(run_dir / "summary.json", "compare"), run_dir, seed)

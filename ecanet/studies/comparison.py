@@ -16,11 +16,13 @@ from .table import render_table
 
 @dataclass(frozen=True)
 class Arm:
-    """One model of a comparison: a label, a zoo model and its ECA kernel sizes."""
+    """One model of a comparison: a label, a zoo model, its ECA kernel sizes and its widths file (a searched
+    width configuration; None: the model's own)."""
 
     label: str
     model: str
     eca_k: str | list[int] = "released"
+    widths: str | None = None
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
