@@ -101,10 +101,13 @@ def test_search_widths_end_to_end_then_train_the_found_network(tmp_path, capsys)
     # δ = -0.5 lies below every slope: every group grows by a quarter, twice
     assert printed["final_widths"]["layer3.0.downsample.0"] == round(round(64 * 1.25) * 1.25) == 100
     assert printed["params"]["after"] > printed["params"]["before"]
-    run = tmp_path / "found"
-    argv = ["train", "--model", "resnet20", "--widths", str(out / "widths.json"), "--epochs", "1", "--output", str(run)]
-    assert main([*argv, "--batch-size", "64", "--compare"]) == 0
-    assert load_checkpoint(run / "final.safetensors").layer3[0].conv2.out_channels == 100
+    cmp = tmp_path / "cmp"
+    argv = ["compare", "--models", "resnet20", f"resnet20@{out / 'widths.json'}", "--seeds", "2", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "64", "--output", str(cmp)]) == 0
+    rows = json.loads((cmp / "comparison.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["resnet20", "resnet20@widths"] and rows[1]["params"] > rows[0]["params"]
+    found = load_checkpoint(cmp / "resnet20@widths" / "seed1" / "final.safetensors")
+    assert found.layer3[0].conv2.out_channels == 100
 
 
 @pytest.mark.parametrize(
