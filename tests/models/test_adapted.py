@@ -148,3 +148,10 @@ def test_train_attaches_eca_to_a_torchvision_model(image_data, tmp_path):
     assert model.config["adapt"] == [
         {"op": "attach_eca", "kernel_size": None, "gamma": 2, "beta": 1, "padding": "zeros", "shared": True}
     ]
+
+
+def test_an_unknown_recorded_step_is_one_line():
+    from ecanet.adapt import replay
+
+    with pytest.raises(ValueError, match=r"^adapt: unknown step 'prune' \(attach_eca, replace_se\)$"):
+        replay(torchvision.models.resnet18(), [{"op": "prune"}])

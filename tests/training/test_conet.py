@@ -133,3 +133,9 @@ def test_a_widths_file_for_another_model_is_one_line_and_writes_nothing(tmp_path
     out = tmp_path / "run"
     assert main(["train", "--model", "resnet20", "--widths", str(tmp_path / "w.json"), "--output", str(out)]) == 2
     assert "holds the widths of resnet56, not resnet20" in capsys.readouterr().err and not out.exists()
+
+
+def test_compare_with_a_missing_widths_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--models", "resnet20", "resnet20@nope.json", "--output", str(out)]) == 2
+    assert "--models resnet20@nope.json: no widths file nope.json" in capsys.readouterr().err and not out.exists()
